@@ -1,0 +1,123 @@
+"""All configuration, read once from the environment (and `.env`)."""
+
+from functools import cached_property
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PIPECAT_CLOUD_WS_HOST = "api.pipecat.daily.co"
+
+
+class Settings(BaseSettings):
+    """Every setting of the server and the bot, one environment variable each.
+
+    Nothing is required at startup: `missing_settings()` lists what is absent and which
+    features that disables, and the features themselves refuse clearly when used.
+    """
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    # Server
+    env: Literal["local", "production"] = "local"
+    port: int = 7860
+    server_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("SERVER_URL", "LOCAL_SERVER_URL")
+    )
+    dialout_api_key: SecretStr | None = None
+    stream_secret: SecretStr | None = None
+    stream_token_ttl_secs: int = 300
+    log_level: str = "INFO"
+
+    # Twilio
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_phone_number: str | None = None
+    twilio_api_base_url: str = "https://api.twilio.com"
+
+    # Pipecat Cloud (ENV=production)
+    agent_name: str | None = None
+    organization_name: str | None = None
+    pipecat_cloud_region: str | None = None
+
+    # Speech-to-text: Deepgram
+    deepgram_api_key: SecretStr | None = None
+    deepgram_base_url: str = ""  # empty: Deepgram's production host
+    deepgram_model: str = "nova-3-general"
+    deepgram_language: str = "en"
+
+    # LLM: Google Gemini
+    google_api_key: SecretStr | None = None
+    google_api_base_url: str | None = None  # None: Google's production host
+    google_model: str = "gemini-2.5-flash"
+
+    # Text-to-speech: Cartesia
+    cartesia_api_key: SecretStr | None = None
+    cartesia_url: str = "wss://api.cartesia.ai/tts/websocket"
+    cartesia_voice: str = "71a7ad14-091c-4e8e-a314-022ece01c121"
+    cartesia_model: str = "sonic-3"
+
+    # Conversation
+    bot_prompt: str | None = None  # template; None: outcall.prompts.DEFAULT_PROMPT
+    bot_greeting: str | None = None  # template; None: outcall.prompts.DEFAULT_GREETING
+    wait_for_callee: bool = False
+    turn_stop: Literal["smart_turn", "speech_timeout"] = "smart_turn"
+    user_speech_timeout_secs: float = 0.6
+    idle_timeout_secs: float = 10.0
+    max_call_duration_secs: int = 600
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _lowercase_env(cls, value: str) -> str:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("server_url")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @cached_property
+    def pipecat_cloud_ws_url(self) -> str:
+        region = f"{self.pipecat_cloud_region}." if self.pipecat_cloud_region else ""
+        return f"wss://{region}{PIPECAT_CLOUD_WS_HOST}/ws/twilio"
+
+    def secret(self, name: str) -> str | None:
+        """The plain value of a SecretStr setting, or None when unset or empty."""
+        value = getattr(self, name)
+        return value.get_secret_value() or None if value else None
+
+    def missing_settings(self) -> list[tuple[str, str]]:
+        """(variable, what stops working without it) for every feature left unconfigured."""
+        missing = []
+
+        def need(names: list[str], consequence: str):
+            absent = [n for n in names if not getattr(self, n.lower())]
+            if absent:
+                missing.append((" + ".join(absent), consequence))
+
+        need(["DIALOUT_API_KEY"], "POST /dialout answers 503 (no calls can be placed)")
+        need(["SERVER_URL"], "no calls: Twilio cannot reach /twiml and streams have no URL")
+        need(
+            ["TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN"],
+            "no calls; /twiml cannot check Twilio signatures (answers 403)",
+        )
+        need(["TWILIO_PHONE_NUMBER"], "every /dialout must give from_number")
+        need(["STREAM_SECRET"], "no calls: streams cannot be authenticated")
+        need(["DEEPGRAM_API_KEY"], "the bot cannot hear (speech-to-text)")
+        need(["GOOGLE_API_KEY"], "the bot cannot think (LLM)")
+        need(["CARTESIA_API_KEY"], "the bot cannot speak (text-to-speech)")
+        return missing
+
+    def production_errors(self) -> list[str]:
+        """Settings that make ENV=production impossible: a startup error, not a warning."""
+        if not self.is_production:
+            return []
+        return [
+            f"ENV=production needs {name}"
+            for name in ("AGENT_NAME", "ORGANIZATION_NAME")
+            if not getattr(self, name.lower())
+        ]

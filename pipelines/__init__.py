@@ -1,0 +1,1 @@
+"""Pipeline builders: which speech, LLM and voice services a call uses, and in what order."""

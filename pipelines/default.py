@@ -1,0 +1,115 @@
+"""The default call pipeline: Deepgram speech-to-text → Google Gemini → Cartesia text-to-speech.
+
+Telephony audio is 8 kHz μ-law; every service runs at 8 kHz so nothing is resampled.
+Silero VAD hears speech start and stop; Pipecat's smart-turn v3 model (shipped inside
+pipecat) decides when the callee has finished their turn.
+"""
+
+from dataclasses import dataclass
+
+from google.genai.types import HttpOptions
+from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
+from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMAssistantAggregator,
+    LLMContextAggregatorPair,
+    LLMUserAggregator,
+    LLMUserAggregatorParams,
+)
+from pipecat.services.cartesia.tts import CartesiaTTSService
+from pipecat.services.deepgram.stt import DeepgramSTTService
+from pipecat.services.google.llm import GoogleLLMService
+from pipecat.transports.base_transport import BaseTransport
+from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy, TurnAnalyzerUserTurnStopStrategy
+from pipecat.turns.user_turn_strategies import UserTurnStrategies
+
+from outcall.settings import Settings
+
+SAMPLE_RATE = 8000
+
+
+@dataclass
+class CallPipeline:
+    """A built pipeline and the parts of it the bot wires events to."""
+
+    pipeline: Pipeline
+    context: LLMContext
+    llm: GoogleLLMService
+    user_aggregator: LLMUserAggregator
+    assistant_aggregator: LLMAssistantAggregator
+
+
+def create_stt(settings: Settings) -> DeepgramSTTService:
+    return DeepgramSTTService(
+        api_key=settings.secret("deepgram_api_key") or "",
+        base_url=settings.deepgram_base_url,
+        sample_rate=SAMPLE_RATE,
+        settings=DeepgramSTTService.Settings(
+            model=settings.deepgram_model, language=settings.deepgram_language
+        ),
+    )
+
+
+def create_llm(settings: Settings, system_instruction: str) -> GoogleLLMService:
+    return GoogleLLMService(
+        api_key=settings.secret("google_api_key") or "",
+        http_options=HttpOptions(base_url=settings.google_api_base_url)
+        if settings.google_api_base_url
+        else None,
+        settings=GoogleLLMService.Settings(
+            model=settings.google_model, system_instruction=system_instruction
+        ),
+    )
+
+
+def create_tts(settings: Settings) -> CartesiaTTSService:
+    return CartesiaTTSService(
+        api_key=settings.secret("cartesia_api_key") or "",
+        url=settings.cartesia_url,
+        sample_rate=SAMPLE_RATE,
+        settings=CartesiaTTSService.Settings(
+            voice=settings.cartesia_voice, model=settings.cartesia_model
+        ),
+    )
+
+
+def create_turn_strategies(settings: Settings) -> UserTurnStrategies:
+    if settings.turn_stop == "speech_timeout":
+        stop = SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=settings.user_speech_timeout_secs)
+    else:
+        stop = TurnAnalyzerUserTurnStopStrategy(turn_analyzer=LocalSmartTurnAnalyzerV3())
+    return UserTurnStrategies(stop=[stop])
+
+
+def build_pipeline(
+    transport: BaseTransport, settings: Settings, system_instruction: str, tools: ToolsSchema
+) -> CallPipeline:
+    stt = create_stt(settings)
+    llm = create_llm(settings, system_instruction)
+    tts = create_tts(settings)
+
+    context = LLMContext(tools=tools)
+    user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
+        context,
+        user_params=LLMUserAggregatorParams(
+            vad_analyzer=SileroVADAnalyzer(sample_rate=SAMPLE_RATE),
+            user_turn_strategies=create_turn_strategies(settings),
+            user_idle_timeout=settings.idle_timeout_secs,
+        ),
+    )
+
+    pipeline = Pipeline(
+        [
+            transport.input(),  # Twilio media stream in
+            stt,  # speech → text
+            user_aggregator,  # callee's turns into the context
+            llm,  # Gemini decides what to say, or calls a tool
+            tts,  # text → speech
+            transport.output(),  # Twilio media stream out
+            assistant_aggregator,  # bot's turns into the context
+        ]
+    )
+    return CallPipeline(pipeline, context, llm, user_aggregator, assistant_aggregator)

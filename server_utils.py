@@ -1,0 +1,187 @@
+"""Twilio glue for the dial-out server: request models, placing calls, TwiML and signatures."""
+
+import re
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import phonenumbers
+from fastapi import HTTPException, Request
+from loguru import logger
+from pydantic import AfterValidator, BaseModel, Field, field_validator
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.request_validator import RequestValidator
+from twilio.rest import Client as TwilioClient
+from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
+
+from outcall.calls import CallConfig
+from outcall.prompts import Variables
+from outcall.settings import Settings
+
+E164_EXAMPLE = "+14155552671"
+_E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+TWIML_MAX_CHARS = 4000  # Twilio's cap on inline TwiML
+
+
+def _e164(value: str) -> str:
+    if not _E164.match(value):
+        raise ValueError(
+            f"must be a phone number in E.164 form: '+', country code and number, "
+            f"no spaces or dashes, like {E164_EXAMPLE}"
+        )
+    if not phonenumbers.is_valid_number(phonenumbers.parse(value, None)):
+        raise ValueError(f"{value} is not a valid phone number (expected a form like {E164_EXAMPLE})")
+    return value
+
+
+PhoneNumber = Annotated[str, AfterValidator(_e164)]
+
+
+class DialoutRequest(BaseModel):
+    """A request to call one person.
+
+    `variables` personalise the call: they fill the prompt's and greeting's `{placeholders}`
+    and are listed to the LLM. `metadata` is yours, kept with the call and never spoken.
+    """
+
+    to_number: PhoneNumber
+    from_number: PhoneNumber | None = None
+    variables: Variables = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    prompt: str | None = Field(default=None, max_length=20_000)
+    greeting: str | None = Field(default=None, max_length=2_000)
+    wait_for_callee: bool | None = None
+
+    @field_validator("variables")
+    @classmethod
+    def _variable_names(cls, variables: Variables) -> Variables:
+        bad = [name for name in variables if not name.isidentifier()]
+        if bad:
+            raise ValueError(
+                f"variable names must be plain identifiers like first_name; not {', '.join(map(repr, bad))}"
+            )
+        return variables
+
+
+class DialoutResponse(BaseModel):
+    """The call Twilio is now placing."""
+
+    call_sid: str
+    status: str = "call_initiated"
+    to_number: str
+    from_number: str
+    call_id: str
+
+
+class TwilioCallError(Exception):
+    """Twilio refused or could not be reached; carries what the API client should see."""
+
+    def __init__(self, http_status: int, message: str, twilio_code: int | None = None, more_info: str | None = None):
+        super().__init__(message)
+        self.http_status = http_status
+        self.message = message
+        self.twilio_code = twilio_code
+        self.more_info = more_info
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": self.message, "twilio_code": self.twilio_code, "more_info": self.more_info}
+
+
+def create_twilio_client(settings: Settings) -> TwilioClient:
+    """A Twilio REST client that never blocks the event loop, aimed at TWILIO_API_BASE_URL."""
+    client = TwilioClient(
+        settings.twilio_account_sid,
+        settings.secret("twilio_auth_token"),
+        http_client=AsyncTwilioHttpClient(timeout=15),
+    )
+    client.api.base_url = settings.twilio_api_base_url.rstrip("/")
+    return client
+
+
+def twiml_url(settings: Settings, call_id: str) -> str:
+    return f"{settings.server_url}/twiml?{urlencode({'call_id': call_id})}"
+
+
+async def make_twilio_call(client: TwilioClient, settings: Settings, call: CallConfig) -> str:
+    """Ask Twilio to place the call; returns its CallSid. Twilio fetches /twiml on answer."""
+    try:
+        twilio_call = await client.calls.create_async(
+            to=call.to_number,
+            from_=call.from_number,
+            url=twiml_url(settings, call.call_id),
+            method="POST",
+            # Twilio's own hard stop, a little after the bot's polite one.
+            time_limit=call.max_duration_secs + 30,
+        )
+    except TwilioRestException as e:
+        raise _twilio_call_error(e)
+    except Exception as e:  # connection refused, DNS, timeout, TLS…
+        logger.error(f"Twilio API unreachable: {type(e).__name__}: {e}")
+        raise TwilioCallError(502, f"Twilio API unreachable ({type(e).__name__}); no call was placed")
+    return twilio_call.sid
+
+
+def _twilio_call_error(e: TwilioRestException) -> TwilioCallError:
+    message = f"Twilio refused the call: {e.msg}"
+    if e.status in (401, 403):
+        # Our credentials, not the caller's request: an upstream failure.
+        return TwilioCallError(502, f"Twilio rejected the server's credentials: {e.msg}", e.code)
+    if e.status == 429:
+        return TwilioCallError(429, message, e.code, getattr(e, "more_info", None))
+    if 400 <= e.status < 500:
+        return TwilioCallError(400, message, e.code, getattr(e, "more_info", None))
+    return TwilioCallError(502, f"Twilio failed: {e.msg}", e.code)
+
+
+def get_websocket_url(settings: Settings) -> str:
+    """Where Twilio opens the media stream: this server, or Pipecat Cloud in production."""
+    if settings.is_production:
+        return settings.pipecat_cloud_ws_url
+    base = settings.server_url or ""
+    return re.sub(r"^http", "ws", base) + "/ws"
+
+
+def generate_twiml(settings: Settings, call: CallConfig, stream_token: str) -> str:
+    """TwiML that connects the answered call to the bot; small, and authenticated by the token.
+
+    Only identifiers travel here; the prompt and variables reach the bot through the
+    authenticated call config, so nothing the socket says can decide what the bot says.
+    """
+    stream = Stream(url=get_websocket_url(settings))
+    stream.parameter(name="call_id", value=call.call_id)
+    stream.parameter(name="to_number", value=call.to_number)
+    stream.parameter(name="from_number", value=call.from_number)
+    stream.parameter(name="stream_token", value=stream_token)
+    if settings.is_production:
+        stream.parameter(
+            name="_pipecatCloudServiceHost", value=f"{settings.agent_name}.{settings.organization_name}"
+        )
+    connect = Connect()
+    connect.append(stream)
+    response = VoiceResponse()
+    response.append(connect)
+    return str(response)
+
+
+def hangup_twiml(message: str | None = None) -> str:
+    response = VoiceResponse()
+    if message:
+        response.say(message)
+    response.hangup()
+    return str(response)
+
+
+async def twilio_form(request: Request, settings: Settings) -> dict[str, str]:
+    """The webhook's form parameters, once X-Twilio-Signature proves Twilio sent them (else 403)."""
+    auth_token = settings.secret("twilio_auth_token")
+    if not auth_token or not settings.server_url:
+        logger.error("Refusing a Twilio webhook: TWILIO_AUTH_TOKEN and SERVER_URL are needed to check it")
+        raise HTTPException(403, "Twilio signature cannot be checked: the server lacks TWILIO_AUTH_TOKEN or SERVER_URL")
+    form = {key: str(value) for key, value in (await request.form()).items()}
+    # Twilio signs the public URL it called, which differs from request.url behind ngrok.
+    url = settings.server_url + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    signature = request.headers.get("X-Twilio-Signature", "")
+    if not signature or not RequestValidator(auth_token).validate(url, form, signature):
+        logger.warning(f"Rejected a request to {request.url.path} with a missing or invalid Twilio signature")
+        raise HTTPException(403, "Invalid or missing X-Twilio-Signature")
+    return form

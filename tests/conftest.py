@@ -1,0 +1,133 @@
+"""Shared fixtures: every vendor faked on 127.0.0.1 and the real server in front of them."""
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from outcall.settings import Settings
+from server import create_app
+from tests.fakes.cartesia import FakeCartesia
+from tests.fakes.deepgram import FakeDeepgram
+from tests.fakes.gemini import FakeGemini, last_user_text
+from tests.fakes.twilio import TwilioEmulator
+
+ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
+AUTH_TOKEN = "twilio-test-auth-token"
+API_KEY = "test-dialout-key"
+OUR_NUMBER = "+14155550100"
+CALLEE_NUMBER = "+14155552671"
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def speech(name: str) -> bytes:
+    """A recorded callee line, 8 kHz μ-law (see fixtures/make_speech.sh)."""
+    return (FIXTURES / f"{name}.ulaw").read_bytes()
+
+
+def polite_llm(request: dict) -> list[dict]:
+    """The fake LLM's default behaviour: answer, and hang up when the callee says goodbye."""
+    heard = last_user_text(request).lower()
+    if "goodbye" in heard or "bye" in heard:
+        return [
+            {"text": "Thank you for your time. Goodbye!"},
+            {"functionCall": {"name": "end_call", "args": {"reason": "callee said goodbye"}}},
+        ]
+    return [{"text": "I'm calling to confirm your appointment. Does that time still work?"}]
+
+
+@dataclass
+class Vendors:
+    twilio: TwilioEmulator
+    deepgram: FakeDeepgram
+    gemini: FakeGemini
+    cartesia: FakeCartesia
+
+
+@pytest.fixture
+async def vendors() -> AsyncIterator[Vendors]:
+    fakes = Vendors(
+        twilio=await TwilioEmulator(ACCOUNT_SID, AUTH_TOKEN, {OUR_NUMBER}).start(),
+        deepgram=await FakeDeepgram("dg-key").start(),
+        gemini=await FakeGemini("google-key", polite_llm).start(),
+        cartesia=await FakeCartesia("cartesia-key").start(),
+    )
+    yield fakes
+    for fake in (fakes.twilio, fakes.deepgram, fakes.gemini, fakes.cartesia):
+        await fake.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_settings(vendors: Vendors, port: int, **overrides) -> Settings:
+    values = dict(
+        env="local",
+        port=port,
+        server_url=f"http://127.0.0.1:{port}",
+        dialout_api_key=API_KEY,
+        stream_secret="test-stream-secret",
+        twilio_account_sid=ACCOUNT_SID,
+        twilio_auth_token=AUTH_TOKEN,
+        twilio_phone_number=OUR_NUMBER,
+        twilio_api_base_url=vendors.twilio.base_url,
+        deepgram_api_key="dg-key",
+        deepgram_base_url=vendors.deepgram.base_url,
+        google_api_key="google-key",
+        google_api_base_url=vendors.gemini.base_url,
+        cartesia_api_key="cartesia-key",
+        cartesia_url=vendors.cartesia.url,
+        # Robotic test speech: end turns on a fixed pause, not smart-turn's judgement.
+        turn_stop="speech_timeout",
+        user_speech_timeout_secs=0.3,
+        log_level="DEBUG",
+    )
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@dataclass
+class RunningServer:
+    settings: Settings
+    url: str
+    client: httpx.AsyncClient
+
+    async def dialout(self, payload: dict, api_key: str | None = API_KEY) -> httpx.Response:
+        headers = {"X-API-Key": api_key} if api_key else {}
+        return await self.client.post("/dialout", json=payload, headers=headers)
+
+
+async def start_server(settings: Settings) -> tuple[uvicorn.Server, asyncio.Task]:
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    return server, task
+
+
+@pytest.fixture
+def server_overrides() -> dict:
+    """Override in a test module (or parametrize) to change the server's settings."""
+    return {}
+
+
+@pytest.fixture
+async def server(vendors: Vendors, server_overrides: dict) -> AsyncIterator[RunningServer]:
+    port = free_port()
+    settings = make_settings(vendors, port, **server_overrides)
+    uv_server, task = await start_server(settings)
+    async with httpx.AsyncClient(base_url=settings.server_url, timeout=30) as client:
+        yield RunningServer(settings, settings.server_url, client)
+    uv_server.should_exit = True
+    await task

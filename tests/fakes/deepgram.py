@@ -1,0 +1,118 @@
+"""A fake Deepgram live transcription server (`GET /v1/listen`, WebSocket).
+
+It hears speech by its energy, like an endpointing recogniser: while the callee speaks it
+sends interim `Results`; at `Finalize` (or after 500 ms of silence) it sends the final
+`Results` with the next scripted transcript. Authentication is `Authorization: Token <key>`.
+"""
+
+import asyncio
+import json
+import uuid
+from http import HTTPStatus
+from urllib.parse import parse_qs, urlparse
+
+import numpy as np
+import websockets
+from websockets.asyncio.server import ServerConnection, serve
+
+SPEECH_RMS = 300
+ENDPOINTING_SECS = 0.5
+
+
+class FakeDeepgram:
+    """Transcribes each utterance it hears as the next text in `transcripts`."""
+
+    def __init__(self, api_key: str):
+        self.api_key = api_key
+        self.transcripts: list[str] = []
+        self.default_transcript = "hello"
+        self.connections: list[dict] = []  # query parameters of each accepted connection
+        self.rejected = 0
+        self.base_url = ""
+        self._server = None
+
+    async def start(self) -> "FakeDeepgram":
+        self._server = await serve(self._session, "127.0.0.1", 0, process_request=self._check)
+        port = self._server.sockets[0].getsockname()[1]
+        self.base_url = f"ws://127.0.0.1:{port}"
+        return self
+
+    async def stop(self):
+        self._server.close()
+        await self._server.wait_closed()
+
+    def _check(self, connection: ServerConnection, request):
+        if urlparse(request.path).path != "/v1/listen":
+            return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
+        if request.headers.get("Authorization") != f"Token {self.api_key}":
+            self.rejected += 1
+            return connection.respond(HTTPStatus.UNAUTHORIZED, "Invalid credentials\n")
+        return None
+
+    def _next_transcript(self) -> str:
+        return self.transcripts.pop(0) if self.transcripts else self.default_transcript
+
+    async def _session(self, ws: ServerConnection):
+        query = {k: v[0] for k, v in parse_qs(urlparse(ws.request.path).query).items()}
+        self.connections.append(query)
+        sample_rate = int(query.get("sample_rate", 16000))
+        request_id = str(uuid.uuid4())
+        audio_secs = 0.0
+        speech_start: float | None = None
+        silence = 0.0
+        interim_sent = False
+
+        async def send_results(text: str, is_final: bool, from_finalize: bool = False):
+            message = {
+                "type": "Results",
+                "channel_index": [0, 1],
+                "duration": round(audio_secs - (speech_start or 0), 3),
+                "start": round(speech_start or 0, 3),
+                "is_final": is_final,
+                "speech_final": is_final,
+                "from_finalize": from_finalize,
+                "channel": {"alternatives": [{"transcript": text, "confidence": 0.98, "words": []}]},
+                "metadata": {
+                    "request_id": request_id,
+                    "model_uuid": str(uuid.uuid4()),
+                    "model_info": {"name": query.get("model", "nova-3"), "version": "fake", "arch": "fake"},
+                },
+            }
+            await ws.send(json.dumps(message))
+
+        async def finish_utterance(from_finalize: bool):
+            nonlocal speech_start, interim_sent
+            if speech_start is not None:
+                await send_results(self._next_transcript(), True, from_finalize)
+            elif from_finalize:
+                await send_results("", True, True)
+            speech_start, interim_sent = None, False
+
+        try:
+            async for message in ws:
+                if isinstance(message, bytes):
+                    pcm = np.frombuffer(message, dtype="<i2")
+                    chunk_secs = len(pcm) / sample_rate
+                    audio_secs += chunk_secs
+                    level = float(np.sqrt(np.mean(pcm.astype(np.float64) ** 2))) if len(pcm) else 0.0
+                    if level > SPEECH_RMS:
+                        silence = 0.0
+                        if speech_start is None:
+                            speech_start = audio_secs - chunk_secs
+                        if not interim_sent and audio_secs - speech_start > 0.3:
+                            interim_sent = True
+                            await send_results("…", False)
+                    elif speech_start is not None:
+                        silence += chunk_secs
+                        if silence >= ENDPOINTING_SECS:
+                            await finish_utterance(from_finalize=False)
+                    continue
+                control = json.loads(message)
+                if control.get("type") == "Finalize":
+                    await finish_utterance(from_finalize=True)
+                elif control.get("type") == "CloseStream":
+                    await ws.send(json.dumps({"type": "Metadata", "request_id": request_id,
+                                              "duration": audio_secs, "channels": 1}))
+                    await ws.close()
+        except websockets.ConnectionClosed:
+            pass

@@ -1,0 +1,461 @@
+"""A Twilio emulator: the Calls REST API, TwiML webhooks and Media Streams, on 127.0.0.1.
+
+It follows Twilio's protocol where our code can observe it:
+- REST: `POST /2010-04-01/Accounts/{AC}/Calls.json` (create), `POST …/Calls/{CA}.json` (update),
+  `GET …/Calls/{CA}.json` (fetch), HTTP Basic auth, Twilio's JSON shapes and error bodies
+  (`code`, `message`, `more_info`, `status`).
+- On answer it POSTs the call's form parameters to the TwiML URL with a correct
+  `X-Twilio-Signature`, parses the TwiML and runs its verbs (`Connect/Stream`, `Say`, `Pause`,
+  `Hangup`). A non-200 or unparsable answer is Twilio's error 11200/12100: the call ends.
+- `<Connect><Stream>`: opens the WebSocket and sends `connected`, `start` (with the
+  `<Parameter>`s as `customParameters`), then a `media` message of 160 bytes of μ-law every
+  20 ms, as a real phone line does; it records the bot's `media`, `clear` and `mark`, and echoes
+  each mark once the audio before it has played. Hanging up (REST `Status=completed`, or the
+  callee) sends `stop` and closes the socket. When the bot closes the socket, the call
+  continues with the next verb, as `<Connect>` does.
+
+A test scripts the person who answers with `emulator.callee = async def callee(call): …`.
+"""
+
+import asyncio
+import base64
+import json
+import secrets
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from email.utils import formatdate
+
+import aiohttp
+import phonenumbers
+import websockets
+from aiohttp import web
+from twilio.request_validator import RequestValidator
+
+from tests.fakes.audio import FRAME_BYTES, ULAW_SILENCE, frames, rms, ulaw_to_pcm
+
+API = "/2010-04-01/Accounts/{account_sid}/Calls"
+VOICED_RMS = 200  # a bot media frame louder than this is speech, not silence
+
+
+def _error(status: int, code: int, message: str) -> web.Response:
+    body = {
+        "code": code,
+        "message": message,
+        "more_info": f"https://www.twilio.com/docs/errors/{code}",
+        "status": status,
+    }
+    return web.json_response(body, status=status)
+
+
+@dataclass
+class BotAudio:
+    """One media message the bot sent: when it arrived and how loud it was."""
+
+    at: float
+    rms: float
+
+
+@dataclass
+class EmulatedCall:
+    """One call placed through the emulator: its state and everything that crossed the line."""
+
+    sid: str
+    account_sid: str
+    to: str
+    from_: str
+    url: str
+    method: str
+    time_limit: int | None
+    status: str = "queued"
+    created_at: float = field(default_factory=time.monotonic)
+    answered_at: float | None = None
+    ended_at: float | None = None
+    twiml: str | None = None
+    said: list[str] = field(default_factory=list)
+    stream_url: str | None = None
+    stream_sid: str | None = None
+    custom_parameters: dict[str, str] = field(default_factory=dict)
+    stream_started_at: float | None = None
+    stream_close_code: int | None = None
+    stream_error: str | None = None
+    bot_audio: list[BotAudio] = field(default_factory=list)
+    clears: list[float] = field(default_factory=list)
+    marks: list[str] = field(default_factory=list)
+    updates: list[dict[str, str]] = field(default_factory=list)
+    hangup_requested_at: float | None = None
+    callee_error: BaseException | None = None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    stream_closed: asyncio.Event = field(default_factory=asyncio.Event)
+    _speech: asyncio.Queue = field(default_factory=asyncio.Queue)
+    _ws: websockets.ClientConnection | None = None
+    _hangup: asyncio.Event = field(default_factory=asyncio.Event)
+    _bot_voice: asyncio.Event = field(default_factory=asyncio.Event)
+    _last_voiced_at: float = 0.0
+
+    # --- what a scripted callee can do -------------------------------------------------------
+
+    async def say(self, ulaw: bytes) -> None:
+        """Speak: the audio replaces line silence, 20 ms a message, in real time."""
+        done = asyncio.get_running_loop().create_future()
+        await self._speech.put((frames(ulaw), done))
+        await done
+
+    async def wait_for_bot_to_speak(self, timeout: float = 10, quiet: float = 0.5) -> float:
+        """Wait until the bot has spoken and then been quiet for `quiet` seconds.
+
+        Returns the seconds from this call to the bot's first voiced frame.
+        """
+        start = time.monotonic()
+        self._bot_voice.clear()
+        await asyncio.wait_for(self._bot_voice.wait(), timeout)
+        first_voice = time.monotonic() - start
+        while time.monotonic() - self._last_voiced_at < quiet:
+            if time.monotonic() - start > timeout:
+                raise TimeoutError("the bot kept talking")
+            await asyncio.sleep(0.05)
+        return first_voice
+
+    async def hang_up(self) -> None:
+        """The callee puts the phone down."""
+        self._hangup.set()
+        await self.ended.wait()
+
+    # --- what a test can read ----------------------------------------------------------------
+
+    def voiced_seconds(self) -> float:
+        return sum(0.02 for a in self.bot_audio if a.rms > VOICED_RMS)
+
+    def first_voiced_at(self) -> float | None:
+        return next((a.at for a in self.bot_audio if a.rms > VOICED_RMS), None)
+
+    def last_voiced_at(self) -> float | None:
+        return next((a.at for a in reversed(self.bot_audio) if a.rms > VOICED_RMS), None)
+
+    def resource(self) -> dict:
+        """The Call resource as Twilio's REST API returns it."""
+        duration = None
+        if self.answered_at and self.ended_at:
+            duration = str(int(self.ended_at - self.answered_at))
+        return {
+            "sid": self.sid,
+            "account_sid": self.account_sid,
+            "api_version": "2010-04-01",
+            "to": self.to,
+            "to_formatted": self.to,
+            "from": self.from_,
+            "from_formatted": self.from_,
+            "status": self.status,
+            "direction": "outbound-api",
+            "duration": duration,
+            "answered_by": None,
+            "parent_call_sid": None,
+            "date_created": formatdate(usegmt=True),
+            "date_updated": formatdate(usegmt=True),
+            "start_time": None,
+            "end_time": None,
+            "price": None,
+            "price_unit": "USD",
+            "uri": f"{API.format(account_sid=self.account_sid)}/{self.sid}.json",
+            "subresource_uris": {},
+        }
+
+
+Callee = Callable[[EmulatedCall], Awaitable[None]]
+
+
+class TwilioEmulator:
+    """Twilio's REST API and voice network, for one account, on 127.0.0.1."""
+
+    def __init__(self, account_sid: str, auth_token: str, owned_numbers: set[str]):
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.owned_numbers = owned_numbers
+        self.calls: dict[str, EmulatedCall] = {}
+        self.callee: Callee | None = None
+        self.base_url = ""
+        self._runner: web.AppRunner | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._http: aiohttp.ClientSession | None = None
+
+    async def start(self) -> "TwilioEmulator":
+        app = web.Application()
+        base = API.format(account_sid="{account_sid}")
+        app.router.add_post(f"{base}.json", self._create_call)
+        app.router.add_post(f"{base}/{{sid}}.json", self._update_call)
+        app.router.add_get(f"{base}/{{sid}}.json", self._fetch_call)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{port}"
+        self._http = aiohttp.ClientSession()
+        return self
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._http:
+            await self._http.close()
+        if self._runner:
+            await self._runner.cleanup()
+
+    def only_call(self) -> EmulatedCall:
+        assert len(self.calls) == 1, f"expected one call, emulator has {len(self.calls)}"
+        return next(iter(self.calls.values()))
+
+    # --- REST --------------------------------------------------------------------------------
+
+    def _authenticate(self, request: web.Request) -> web.Response | None:
+        auth = request.headers.get("Authorization", "")
+        expected = aiohttp.BasicAuth(self.account_sid, self.auth_token).encode()
+        if auth != expected or request.match_info["account_sid"] != self.account_sid:
+            return _error(401, 20003, "Authenticate")
+        return None
+
+    async def _create_call(self, request: web.Request) -> web.Response:
+        if denied := self._authenticate(request):
+            return denied
+        form = await request.post()
+        to, from_, url = form.get("To"), form.get("From"), form.get("Url")
+        if not to:
+            return _error(400, 21201, "No 'To' number is specified")
+        if not from_:
+            return _error(400, 21213, "No 'From' number is specified")
+        if not url:
+            return _error(400, 21205, "Url parameter is required.")
+        try:
+            valid_to = phonenumbers.is_valid_number(phonenumbers.parse(to, None))
+        except phonenumbers.NumberParseException:
+            valid_to = False
+        if not valid_to:
+            return _error(400, 21211, f"Invalid 'To' Phone Number: {to}")
+        if from_ not in self.owned_numbers:
+            return _error(
+                400, 21210, f"The source phone number provided, {from_}, is not yet verified for your account."
+            )
+        call = EmulatedCall(
+            sid="CA" + secrets.token_hex(16),
+            account_sid=self.account_sid,
+            to=to,
+            from_=from_,
+            url=url,
+            method=form.get("Method", "POST"),
+            time_limit=int(form["TimeLimit"]) if "TimeLimit" in form else None,
+        )
+        self.calls[call.sid] = call
+        self._spawn(self._run_call(call))
+        return web.json_response(call.resource(), status=201)
+
+    def _find(self, request: web.Request) -> EmulatedCall | web.Response:
+        call = self.calls.get(request.match_info["sid"])
+        if call is None:
+            return _error(404, 20404, f"The requested resource {request.path} was not found")
+        return call
+
+    async def _fetch_call(self, request: web.Request) -> web.Response:
+        if denied := self._authenticate(request):
+            return denied
+        call = self._find(request)
+        return call if isinstance(call, web.Response) else web.json_response(call.resource())
+
+    async def _update_call(self, request: web.Request) -> web.Response:
+        if denied := self._authenticate(request):
+            return denied
+        call = self._find(request)
+        if isinstance(call, web.Response):
+            return call
+        form = dict(await request.post())
+        call.updates.append(form)
+        if form.get("Status") in ("completed", "canceled"):
+            call.hangup_requested_at = call.hangup_requested_at or time.monotonic()
+            if call.status not in ("completed", "canceled", "failed", "busy", "no-answer"):
+                call._hangup.set()
+            return web.json_response(call.resource())
+        return _error(400, 21220, "Call is not in-progress. Cannot redirect.")
+
+    # --- the voice network -------------------------------------------------------------------
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _run_call(self, call: EmulatedCall) -> None:
+        try:
+            call.status = "ringing"
+            await asyncio.sleep(0.01)
+            call.status = "in-progress"
+            call.answered_at = time.monotonic()
+            twiml = await self._fetch_twiml(call)
+            if twiml is not None:
+                await self._execute(call, twiml)
+        finally:
+            call.status = "completed"
+            call.ended_at = time.monotonic()
+            call.ended.set()
+
+    async def _fetch_twiml(self, call: EmulatedCall) -> ET.Element | None:
+        params = {
+            "AccountSid": call.account_sid,
+            "ApiVersion": "2010-04-01",
+            "CallSid": call.sid,
+            "CallStatus": "in-progress",
+            "Called": call.to,
+            "Caller": call.from_,
+            "Direction": "outbound-api",
+            "From": call.from_,
+            "To": call.to,
+        }
+        signature = RequestValidator(self.auth_token).compute_signature(call.url, params)
+        async with self._http.post(call.url, data=params, headers={"X-Twilio-Signature": signature}) as r:
+            body = await r.text()
+            if r.status != 200:
+                call.stream_error = f"11200: TwiML URL answered HTTP {r.status}"
+                return None
+        call.twiml = body
+        try:
+            return ET.fromstring(body)
+        except ET.ParseError:
+            call.stream_error = "12100: Document parse failure"
+            return None
+
+    async def _execute(self, call: EmulatedCall, response: ET.Element) -> None:
+        for verb in response:
+            if call._hangup.is_set():
+                return
+            if verb.tag == "Say":
+                call.said.append(verb.text or "")
+            elif verb.tag == "Pause":
+                await self._wait_or_hangup(call, float(verb.get("length", "1")))
+            elif verb.tag == "Hangup":
+                return
+            elif verb.tag == "Connect":
+                stream = verb.find("Stream")
+                if stream is not None:
+                    await self._run_stream(call, stream)
+
+    async def _wait_or_hangup(self, call: EmulatedCall, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(call._hangup.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    async def _run_stream(self, call: EmulatedCall, stream: ET.Element) -> None:
+        call.stream_url = stream.get("url")
+        call.custom_parameters = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
+        call.stream_sid = "MZ" + secrets.token_hex(16)
+        try:
+            ws = await websockets.connect(call.stream_url, max_size=None)
+        except (OSError, websockets.InvalidHandshake) as e:
+            call.stream_error = f"31920: stream connection failed: {e}"
+            return
+        call._ws = ws
+        await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+        await ws.send(
+            json.dumps(
+                {
+                    "event": "start",
+                    "sequenceNumber": "1",
+                    "streamSid": call.stream_sid,
+                    "start": {
+                        "accountSid": call.account_sid,
+                        "streamSid": call.stream_sid,
+                        "callSid": call.sid,
+                        "tracks": ["inbound"],
+                        "customParameters": call.custom_parameters,
+                        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                    },
+                }
+            )
+        )
+        call.stream_started_at = time.monotonic()
+        receiving = self._spawn(self._receive(call, ws))
+        sending = self._spawn(self._send_media(call, ws))
+        callee = self._spawn(self._run_callee(call)) if self.callee else None
+        hangup = asyncio.ensure_future(call._hangup.wait())
+        await asyncio.wait([receiving, hangup], return_when=asyncio.FIRST_COMPLETED)
+        if call._hangup.is_set() and ws.state is websockets.State.OPEN:
+            try:
+                await ws.send(json.dumps({"event": "stop", "sequenceNumber": "0", "streamSid": call.stream_sid,
+                                          "stop": {"accountSid": call.account_sid, "callSid": call.sid}}))
+            except websockets.ConnectionClosed:
+                pass
+        await ws.close()
+        for task in (hangup, sending, receiving, callee):
+            if task:
+                task.cancel()
+        await asyncio.gather(receiving, sending, return_exceptions=True)
+        call.stream_close_code = ws.close_code
+        call.stream_closed.set()
+
+    async def _run_callee(self, call: EmulatedCall) -> None:
+        try:
+            await self.callee(call)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:  # surfaced to the test through call.callee_error
+            call.callee_error = e
+
+    async def _send_media(self, call: EmulatedCall, ws) -> None:
+        """One 20 ms frame every 20 ms: the callee's speech when they talk, else line silence."""
+        sequence, chunk, start = 2, 1, time.monotonic()
+        speech: list[bytes] = []
+        done: asyncio.Future | None = None
+        while True:
+            if not speech and done is not None:
+                done.set_result(None)
+                done = None
+            if not speech and not call._speech.empty():
+                speech, done = call._speech.get_nowait()
+            payload = speech.pop(0) if speech else ULAW_SILENCE
+            message = {
+                "event": "media",
+                "sequenceNumber": str(sequence),
+                "streamSid": call.stream_sid,
+                "media": {
+                    "track": "inbound",
+                    "chunk": str(chunk),
+                    "timestamp": str((chunk - 1) * 20),
+                    "payload": base64.b64encode(payload).decode(),
+                },
+            }
+            try:
+                await ws.send(json.dumps(message))
+            except websockets.ConnectionClosed:
+                return
+            sequence, chunk = sequence + 1, chunk + 1
+            await asyncio.sleep(max(0.0, start + (chunk - 1) * 0.02 - time.monotonic()))
+
+    async def _receive(self, call: EmulatedCall, ws) -> None:
+        """Record what the bot sends; echo marks when the audio queued before them has played."""
+        played_until = 0.0
+        pending_marks: list[tuple[float, str]] = []
+        async for raw in ws:
+            now = time.monotonic()
+            message = json.loads(raw)
+            event = message.get("event")
+            if message.get("streamSid") != call.stream_sid:
+                continue  # Twilio ignores messages for another stream
+            if event == "media":
+                payload = base64.b64decode(message["media"]["payload"])
+                level = rms(ulaw_to_pcm(payload))
+                call.bot_audio.append(BotAudio(now, level))
+                if level > VOICED_RMS:
+                    call._last_voiced_at = now
+                    call._bot_voice.set()
+                played_until = max(played_until, now) + len(payload) / FRAME_BYTES * 0.02
+            elif event == "clear":
+                call.clears.append(now)
+                played_until = now
+            elif event == "mark":
+                pending_marks.append((played_until, message["mark"]["name"]))
+            due = [m for m in pending_marks if m[0] <= now or event == "clear"]
+            for m in due:
+                pending_marks.remove(m)
+                call.marks.append(m[1])
+                await ws.send(json.dumps({"event": "mark", "streamSid": call.stream_sid, "mark": {"name": m[1]}}))

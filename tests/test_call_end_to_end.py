@@ -1,0 +1,61 @@
+"""A whole call, offline: /dialout → Twilio → /twiml → stream → greeting → conversation → hang-up."""
+
+import asyncio
+
+from tests.conftest import CALLEE_NUMBER, speech
+from tests.fakes.gemini import system_text
+
+
+async def test_personalised_call_from_dialout_to_hangup(vendors, server):
+    async def callee(call):
+        await call.wait_for_bot_to_speak()  # the greeting
+        await call.say(speech("yes_this_is_ada"))
+        await call.wait_for_bot_to_speak()  # the LLM's reply
+        await call.say(speech("thanks_goodbye"))
+
+    vendors.twilio.callee = callee
+    vendors.deepgram.transcripts = ["yes this is ada what is this about", "okay thank you goodbye"]
+
+    response = await server.dialout(
+        {
+            "to_number": CALLEE_NUMBER,
+            "variables": {"name": "Ada", "due_date": "March 3rd"},
+            "metadata": {"crm_id": "42"},
+            "greeting": "Hi {name}, this is Sam from Acme Clinic about your visit on {due_date}.",
+        }
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "call_initiated"
+    assert body["to_number"] == CALLEE_NUMBER
+    call = vendors.twilio.calls[body["call_sid"]]
+
+    await asyncio.wait_for(call.ended.wait(), 30)
+    assert call.callee_error is None, repr(call.callee_error)
+
+    # Twilio fetched signed TwiML that streams to our /ws with the call's id and token.
+    assert call.stream_url == server.url.replace("http", "ws") + "/ws"
+    assert call.custom_parameters["call_id"] == body["call_id"]
+    assert call.custom_parameters["to_number"] == CALLEE_NUMBER
+    assert call.custom_parameters["stream_token"].startswith("v1.")
+    assert "Pause" not in call.twiml
+
+    # The greeting was personalised and spoken first; the bot answered the callee.
+    assert vendors.cartesia.transcripts[0].startswith("Hi Ada, this is Sam from Acme Clinic")
+    assert "March 3rd" in vendors.cartesia.spoken_text()
+    assert "confirm your appointment" in vendors.cartesia.spoken_text()
+    assert call.voiced_seconds() > 1.0
+
+    # The callee's words reached the LLM, under the personalised prompt.
+    first = vendors.gemini.requests[0]
+    assert "yes this is ada" in str(first["contents"])
+    assert "- name: Ada" in system_text(first) and "- due_date: March 3rd" in system_text(first)
+    assert any(t["functionDeclarations"][0]["name"] == "end_call" for t in first["tools"])
+
+    # The LLM said goodbye, called end_call, and the bot hung up through the REST API.
+    assert "Goodbye" in vendors.cartesia.spoken_text()
+    assert {"Status": "completed"} in call.updates
+    assert call.stream_closed.is_set()
+    assert vendors.cartesia.spoken_text().endswith("Thank you for your time. Goodbye!")
+    # ...and only once the goodbye had been heard in full.
+    assert call.hangup_requested_at > call.last_voiced_at()
