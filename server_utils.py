@@ -76,15 +76,15 @@ class DialoutResponse(BaseModel):
 class TwilioCallError(Exception):
     """Twilio refused or could not be reached; carries what the API client should see."""
 
-    def __init__(self, http_status: int, message: str, twilio_code: int | None = None, more_info: str | None = None):
+    def __init__(self, http_status: int, message: str, twilio_code: int | None = None):
         super().__init__(message)
         self.http_status = http_status
         self.message = message
         self.twilio_code = twilio_code
-        self.more_info = more_info
 
     def body(self) -> dict[str, Any]:
-        return {"detail": self.message, "twilio_code": self.twilio_code, "more_info": self.more_info}
+        more_info = f"https://www.twilio.com/docs/errors/{self.twilio_code}" if self.twilio_code else None
+        return {"detail": self.message, "twilio_code": self.twilio_code, "more_info": more_info}
 
 
 def create_twilio_client(settings: Settings) -> TwilioClient:
@@ -127,9 +127,9 @@ def _twilio_call_error(e: TwilioRestException) -> TwilioCallError:
         # Our credentials, not the caller's request: an upstream failure.
         return TwilioCallError(502, f"Twilio rejected the server's credentials: {e.msg}", e.code)
     if e.status == 429:
-        return TwilioCallError(429, message, e.code, getattr(e, "more_info", None))
+        return TwilioCallError(429, message, e.code)
     if 400 <= e.status < 500:
-        return TwilioCallError(400, message, e.code, getattr(e, "more_info", None))
+        return TwilioCallError(400, message, e.code)
     return TwilioCallError(502, f"Twilio failed: {e.msg}", e.code)
 
 

@@ -27,6 +27,7 @@ class FakeCartesia:
         self.api_key = api_key
         self.transcripts: list[str] = []
         self.requests: list[dict] = []
+        self.connections = 0
         self.rejected = 0
         self.url = ""
         self._server = None
@@ -52,6 +53,7 @@ class FakeCartesia:
         return None
 
     async def _session(self, ws: ServerConnection):
+        self.connections += 1
         cancelled: set[str] = set()
         try:
             async for raw in ws:

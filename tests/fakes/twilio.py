@@ -26,6 +26,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import phonenumbers
@@ -174,6 +175,9 @@ class TwilioEmulator:
         self.owned_numbers = owned_numbers
         self.calls: dict[str, EmulatedCall] = {}
         self.callee: Callee | None = None
+        # Name resolution for stream hosts, like /etc/hosts: {"api.pipecat.daily.co": "127.0.0.1:8123"}.
+        # A mapped wss:// URL is opened as plain ws:// on the local address.
+        self.hosts: dict[str, str] = {}
         self.base_url = ""
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -350,7 +354,7 @@ class TwilioEmulator:
         call.custom_parameters = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
         call.stream_sid = "MZ" + secrets.token_hex(16)
         try:
-            ws = await websockets.connect(call.stream_url, max_size=None)
+            ws = await websockets.connect(self._resolve(call.stream_url), max_size=None)
         except (OSError, websockets.InvalidHandshake) as e:
             call.stream_error = f"31920: stream connection failed: {e}"
             return
@@ -392,6 +396,12 @@ class TwilioEmulator:
         await asyncio.gather(receiving, sending, return_exceptions=True)
         call.stream_close_code = ws.close_code
         call.stream_closed.set()
+
+    def _resolve(self, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.hostname in self.hosts:
+            return urlunsplit(("ws", self.hosts[parts.hostname], parts.path, parts.query, ""))
+        return url
 
     async def _run_callee(self, call: EmulatedCall) -> None:
         try:
