@@ -215,8 +215,8 @@ class TwilioEmulator:
 
     def _authenticate(self, request: web.Request) -> web.Response | None:
         auth = request.headers.get("Authorization", "")
-        expected = aiohttp.BasicAuth(self.account_sid, self.auth_token).encode()
-        if auth != expected or request.match_info["account_sid"] != self.account_sid:
+        credentials = base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
+        if auth != f"Basic {credentials}" or request.match_info["account_sid"] != self.account_sid:
             return _error(401, 20003, "Authenticate")
         return None
 
