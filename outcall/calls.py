@@ -59,10 +59,6 @@ class CallRegistry:
     def forget(self, call_id: str) -> None:
         self._calls.pop(call_id, None)
 
-    def get(self, call_id: str) -> CallConfig | None:
-        placed = self._calls.get(call_id)
-        return placed.config if placed else None
-
     def answered(self, call_id: str, call_sid: str) -> CallConfig | None:
         """Record Twilio's CallSid for a call when it is answered; None for unknown calls."""
         placed = self._calls.get(call_id)
