@@ -31,7 +31,7 @@ from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPI
 from pipecat.workers.runner import WorkerRunner
 
 from outcall import prompts
-from outcall.calls import CallClaimError, CallConfig, fetch_call_config
+from outcall.calls import CallClaimError, CallConfig, fetch_call_config, render_call_config
 from outcall.settings import Settings
 from outcall.stream_auth import StreamTokenError, verify_stream_token
 from pipelines.default import SAMPLE_RATE, build_pipeline
@@ -110,17 +110,12 @@ def development_runner_config(
     Only the developer's own runner reaches this; variables come from its --runner-body file.
     """
     logger.warning("Development runner: this stream is not authenticated; never expose it in production")
-    variables = runner_args.body if isinstance(runner_args.body, dict) else {}
-    prompt = settings.bot_prompt or prompts.DEFAULT_PROMPT
-    greeting = settings.bot_greeting or prompts.DEFAULT_GREETING
-    return CallConfig(
+    return render_call_config(
+        settings,
         call_id=call_data.call_id or "dev",
         to_number=call_data.to_number or "",
         from_number=call_data.from_number or "",
-        system_instruction=prompts.system_instruction(prompt, variables),
-        greeting=prompts.render(greeting, variables),
-        wait_for_callee=settings.wait_for_callee,
-        max_duration_secs=settings.max_call_duration_secs,
+        variables=runner_args.body if isinstance(runner_args.body, dict) else {},
     )
 
 

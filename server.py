@@ -24,7 +24,7 @@ from pipecat.runner.types import WebSocketRunnerArguments
 
 import bot
 from outcall import prompts
-from outcall.calls import CallClaimError, CallConfig, CallRegistry
+from outcall.calls import CallClaimError, CallConfig, CallRegistry, render_call_config
 from outcall.settings import Settings
 from outcall.stream_auth import issue_stream_token
 from server_utils import (
@@ -84,25 +84,19 @@ def build_call_config(request: DialoutRequest, settings: Settings) -> CallConfig
     from_number = request.from_number or settings.twilio_phone_number
     if not from_number:
         raise _unprocessable("from_number", "from_number is required: the server has no TWILIO_PHONE_NUMBER default")
-    prompt = request.prompt or settings.bot_prompt or prompts.DEFAULT_PROMPT
-    greeting = request.greeting or settings.bot_greeting or prompts.DEFAULT_GREETING
     try:
-        system_instruction = prompts.system_instruction(prompt, request.variables)
+        return render_call_config(
+            settings,
+            call_id=str(uuid.uuid4()),
+            to_number=request.to_number,
+            from_number=from_number,
+            variables=request.variables,
+            prompt=request.prompt,
+            greeting=request.greeting,
+            wait_for_callee=request.wait_for_callee,
+        )
     except prompts.TemplateError as e:
-        raise _unprocessable("prompt", f"prompt template: {e}")
-    try:
-        rendered_greeting = prompts.render(greeting, request.variables)
-    except prompts.TemplateError as e:
-        raise _unprocessable("greeting", f"greeting template: {e}")
-    return CallConfig(
-        call_id=str(uuid.uuid4()),
-        to_number=request.to_number,
-        from_number=from_number,
-        system_instruction=system_instruction,
-        greeting=rendered_greeting,
-        wait_for_callee=settings.wait_for_callee if request.wait_for_callee is None else request.wait_for_callee,
-        max_duration_secs=settings.max_call_duration_secs,
-    )
+        raise _unprocessable(e.field, str(e))
 
 
 def _unprocessable(field: str, message: str) -> HTTPException:
@@ -159,9 +153,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         form = await twilio_form(request, settings)
         call_sid = form.get("CallSid", "")
         config = calls.answered(call_id, call_sid)
-        secret = settings.secret("stream_secret")
-        if config is None or not secret:
+        if config is None:
             logger.error(f"Twilio call {call_sid} asked for TwiML of unknown call {call_id!r}; hanging up")
+            return Response(hangup_twiml(), media_type="application/xml")
+        secret = settings.secret("stream_secret")
+        if not secret:  # /dialout refuses without it, so only a changed configuration gets here
+            logger.error(f"STREAM_SECRET is not set: call {call_id} cannot be streamed; hanging up")
             return Response(hangup_twiml(), media_type="application/xml")
         token = issue_stream_token(
             secret,

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import aiohttp
 from pydantic import BaseModel
 
+from outcall import prompts
+from outcall.settings import Settings
 from outcall.stream_auth import StreamTokenError, verify_stream_token
 
 
@@ -20,6 +22,41 @@ class CallConfig(BaseModel):
     greeting: str
     wait_for_callee: bool
     max_duration_secs: int
+
+
+def render_call_config(
+    settings: Settings,
+    *,
+    call_id: str,
+    to_number: str,
+    from_number: str,
+    variables: prompts.Variables,
+    prompt: str | None = None,
+    greeting: str | None = None,
+    wait_for_callee: bool | None = None,
+) -> CallConfig:
+    """A call's config with its templates filled: the call's own, else BOT_PROMPT/BOT_GREETING,
+    else the defaults. A TemplateError's `field` names the template at fault."""
+    templates = {
+        "prompt": prompt or settings.bot_prompt or prompts.DEFAULT_PROMPT,
+        "greeting": greeting or settings.bot_greeting or prompts.DEFAULT_GREETING,
+    }
+    rendered = {}
+    for field, template in templates.items():
+        fill = prompts.system_instruction if field == "prompt" else prompts.render
+        try:
+            rendered[field] = fill(template, variables)
+        except prompts.TemplateError as e:
+            raise prompts.TemplateError(f"{field} template: {e}", field=field) from None
+    return CallConfig(
+        call_id=call_id,
+        to_number=to_number,
+        from_number=from_number,
+        system_instruction=rendered["prompt"],
+        greeting=rendered["greeting"],
+        wait_for_callee=settings.wait_for_callee if wait_for_callee is None else wait_for_callee,
+        max_duration_secs=settings.max_call_duration_secs,
+    )
 
 
 class CallClaimError(Exception):

@@ -29,6 +29,10 @@ Variables = dict[str, str | int | float | bool]
 class TemplateError(ValueError):
     """A template that cannot be filled: a missing value or a malformed placeholder."""
 
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
 
 def placeholders(template: str) -> list[str]:
     """The placeholder names in a template, in order of first use."""
