@@ -7,36 +7,51 @@ How a call flows:
 1. Twilio opens the stream; its `start` message carries the call id and a stream token.
 2. The token is checked before any speech or LLM service starts; a bad one closes the socket (1008).
 3. The call's config (prompt, greeting, …) is claimed from the server with that token.
-4. The bot greets at once (or waits for the callee), then listens, thinks and speaks.
-5. The LLM's `end_call` tool, silence, or the time limit ends the pipeline; the serializer
-   then hangs the call up through Twilio's REST API. A callee hang-up ends it at once.
+4. The bot greets at once (or waits for the callee), then listens, thinks and speaks. Its tools:
+   `end_call`, `record_outcome`, `press_keys` (keypad tones for phone menus) and, when a
+   transfer number is set, `transfer_call`. Keys the callee presses reach the LLM as text.
+5. After each turn the bot reports the transcript to the server (`/calls/{id}/report`).
+6. The LLM's `end_call` tool, silence, or the time limit ends the pipeline; the serializer
+   then hangs the call up through Twilio's REST API. A callee hang-up ends it at once; a
+   transfer hands the call to Twilio's `<Dial>`.
+7. A one-request summary (and the outcome, if the LLM recorded none), then the final report.
 """
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from functools import partial
 
 from fastapi import WebSocket
 from loguru import logger
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
-from pipecat.frames.frames import EndWorkerFrame, FunctionCallResultProperties, TTSSpeakFrame
+from google import genai
+from pipecat.frames.frames import (
+    BotStoppedSpeakingFrame,
+    EndWorkerFrame,
+    FunctionCallResultProperties,
+    OutputDTMFFrame,
+    TTSSpeakFrame,
+)
 from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.runner.types import CallData, RunnerArguments, WebSocketRunnerArguments
 from pipecat.runner.utils import parse_telephony_websocket
-from pipecat.serializers.twilio import TwilioFrameSerializer
 from pipecat.services.llm_service import FunctionCallParams
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
 from pipecat.workers.runner import WorkerRunner
 
 from outcall import prompts
-from outcall.calls import CallClaimError, CallConfig, fetch_call_config, render_call_config
+from outcall.calls import CallClaimError, CallConfig, render_call_config
+from outcall.database import utcnow
+from outcall.models import EndReason
+from outcall.outcomes import DEFAULT_SUMMARY_PROMPT, RecordedOutcome, record_outcome_tool, summarise_call
+from outcall.reports import CallProgress, CallReporter, TranscriptTurn
+from outcall.server_link import HttpServerLink, ServerLink
 from outcall.settings import Settings
 from outcall.stream_auth import StreamTokenError, verify_stream_token
-from pipelines.default import SAMPLE_RATE, build_pipeline
-
-ClaimCall = Callable[[str, str], Awaitable[CallConfig]]
+from outcall.twilio_serializer import CallStreamSerializer
+from pipelines.default import SAMPLE_RATE, build_pipeline, google_http_options
 
 END_CALL = FunctionSchema(
     name="end_call",
@@ -45,19 +60,31 @@ END_CALL = FunctionSchema(
     required=[],
 )
 
+TRANSFER_CALL = FunctionSchema(
+    name="transfer_call",
+    description="Transfer the call to a human colleague, when the person asks for one or you cannot help.",
+    properties={},
+    required=[],
+)
+
+PRESS_KEYS = FunctionSchema(
+    name="press_keys",
+    description="Press keys on the phone keypad, to navigate an automated phone menu.",
+    properties={"keys": {"type": "string", "description": "Digits, * and # to press, in order, e.g. '1' or '123#'."}},
+    required=["keys"],
+)
+KEYPAD = set("0123456789*#")
+
 
 async def bot(runner_args: RunnerArguments):
     """Entry point for Pipecat Cloud and the development runner."""
     settings = Settings()
     configure_logging(settings)
 
-    async def claim(call_id: str, token: str) -> CallConfig:
-        return await fetch_call_config(settings.server_url, call_id, token)
-
-    await run_call(runner_args, settings, claim)
+    await run_call(runner_args, settings, HttpServerLink(settings.server_url))
 
 
-async def run_call(runner_args: WebSocketRunnerArguments, settings: Settings, claim: ClaimCall):
+async def run_call(runner_args: WebSocketRunnerArguments, settings: Settings, server: ServerLink):
     """Authenticate one Twilio stream, then talk until the call ends."""
     websocket = runner_args.websocket
     try:
@@ -65,16 +92,17 @@ async def run_call(runner_args: WebSocketRunnerArguments, settings: Settings, cl
     except ValueError as e:
         logger.warning(f"Stream closed before Twilio's start message: {e}")
         return
-    config = await authenticate_stream(runner_args, call_data, settings, claim)
+    config = await authenticate_stream(runner_args, call_data, settings, server)
     if config is None:
         await websocket.close(code=1008, reason="stream not authorised")
         return
-    transport = create_twilio_transport(websocket, call_data, settings)
-    await run_bot(transport, config, settings, handle_sigint=runner_args.handle_sigint)
+    serializer = create_twilio_serializer(call_data, settings)
+    transport = create_twilio_transport(websocket, serializer)
+    await run_bot(transport, serializer, config, settings, server, handle_sigint=runner_args.handle_sigint)
 
 
 async def authenticate_stream(
-    runner_args: RunnerArguments, call_data: CallData, settings: Settings, claim: ClaimCall
+    runner_args: RunnerArguments, call_data: CallData, settings: Settings, server: ServerLink
 ) -> CallConfig | None:
     """The call's config if the stream's token proves it belongs to a call we placed, else None."""
     params = call_data.body
@@ -96,7 +124,7 @@ async def authenticate_stream(
             to_number=str(params.get("to_number", "")),
             from_number=str(params.get("from_number", "")),
         )
-        return await claim(call_id, token)
+        return await server.claim(call_id, token)
     except (StreamTokenError, CallClaimError) as e:
         logger.warning(f"Rejected stream for Twilio call {call_data.call_id}: {e}")
         return None
@@ -119,16 +147,17 @@ def development_runner_config(
     )
 
 
-def create_twilio_transport(
-    websocket: WebSocket, call_data: CallData, settings: Settings
-) -> FastAPIWebsocketTransport:
-    serializer = TwilioFrameSerializer(
+def create_twilio_serializer(call_data: CallData, settings: Settings) -> CallStreamSerializer:
+    return CallStreamSerializer(
         stream_sid=call_data.stream_id or "",
         call_sid=call_data.call_id,
         account_sid=settings.twilio_account_sid,
         auth_token=settings.secret("twilio_auth_token"),
         base_url=settings.twilio_api_base_url,
     )
+
+
+def create_twilio_transport(websocket: WebSocket, serializer: CallStreamSerializer) -> FastAPIWebsocketTransport:
     return FastAPIWebsocketTransport(
         websocket=websocket,
         params=FastAPIWebsocketParams(
@@ -141,13 +170,25 @@ def create_twilio_transport(
     )
 
 
+def call_tools(config: CallConfig, settings: Settings) -> ToolsSchema:
+    tools = [END_CALL, record_outcome_tool(settings.call_outcomes), PRESS_KEYS]
+    if config.can_transfer:
+        tools.append(TRANSFER_CALL)
+    return ToolsSchema(standard_tools=tools)
+
+
 async def run_bot(
-    transport: FastAPIWebsocketTransport, config: CallConfig, settings: Settings, handle_sigint: bool = False
+    transport: FastAPIWebsocketTransport,
+    serializer: CallStreamSerializer,
+    config: CallConfig,
+    settings: Settings,
+    server: ServerLink,
+    handle_sigint: bool = False,
 ):
     system_instruction = config.system_instruction
     if config.wait_for_callee:
         system_instruction += f'\n\nThe person speaks first. Answer them with this greeting: "{config.greeting}"'
-    call = build_pipeline(transport, settings, system_instruction, ToolsSchema(standard_tools=[END_CALL]))
+    call = build_pipeline(transport, settings, system_instruction, call_tools(config, settings))
     latency = UserBotLatencyObserver()
     worker = PipelineWorker(
         call.pipeline,
@@ -159,13 +200,19 @@ async def run_bot(
         observers=[latency],
         idle_timeout_secs=None,  # the callee's silence is handled below, politely
     )
+    worker.set_reached_upstream_filter((BotStoppedSpeakingFrame,))
     log = logger.bind(call_id=config.call_id)
+    progress = CallProgress()
+    reporter = CallReporter(partial(server.report, config), config.call_id)
     turn_latency: list[float] = []
+    turn_started_at = {"callee": utcnow(), "bot": utcnow()}
     idle_check_ins = 0
+    transfer_requested = False
 
-    async def say_goodbye(text: str, reason: str):
+    async def say_goodbye(text: str, reason: EndReason):
         log.info(f"Ending call: {reason}")
-        await worker.queue_frames([TTSSpeakFrame(text), EndWorkerFrame(reason=reason)])
+        progress.end(reason)
+        await worker.queue_frames([TTSSpeakFrame(text), EndWorkerFrame(reason=reason.value)])
 
     @transport.event_handler("on_client_connected")
     async def on_client_connected(transport, client):
@@ -175,7 +222,8 @@ async def run_bot(
 
     @transport.event_handler("on_client_disconnected")
     async def on_client_disconnected(transport, client):
-        log.info("Callee hung up")
+        log.info("Stream closed by Twilio (callee hung up, or the call moved on)")
+        progress.end(EndReason.CALLEE_HUNG_UP)
         await worker.cancel()
 
     @latency.event_handler("on_latency_measured")
@@ -186,16 +234,37 @@ async def run_bot(
     async def on_user_turn_started(aggregator, strategy):
         nonlocal idle_check_ins
         idle_check_ins = 0
+        turn_started_at["callee"] = utcnow()
 
     @call.user_aggregator.event_handler("on_user_turn_stopped")
     async def on_user_turn_stopped(aggregator, strategy, message):
         log.info(f"callee: {message.content!r}")
+        progress.transcript.append(
+            TranscriptTurn(speaker="callee", text=message.content, started_at=turn_started_at["callee"])
+        )
+        reporter.report_progress(progress.report())
+
+    @call.assistant_aggregator.event_handler("on_assistant_turn_started")
+    async def on_assistant_turn_started(aggregator):
+        turn_started_at["bot"] = utcnow()
 
     @call.assistant_aggregator.event_handler("on_assistant_turn_stopped")
     async def on_assistant_turn_stopped(aggregator, message):
-        measured = f" (responded in {turn_latency.pop() * 1000:.0f} ms)" if turn_latency else ""
+        latency_ms = round(turn_latency.pop() * 1000) if turn_latency else None
+        measured = f" (responded in {latency_ms} ms)" if latency_ms is not None else ""
         interrupted = " [interrupted]" if message.interrupted else ""
         log.info(f"bot: {message.content!r}{interrupted}{measured}")
+        if message.content:
+            progress.transcript.append(
+                TranscriptTurn(
+                    speaker="bot",
+                    text=message.content,
+                    started_at=turn_started_at["bot"],
+                    latency_ms=latency_ms,
+                    interrupted=message.interrupted,
+                )
+            )
+            reporter.report_progress(progress.report())
 
     @call.user_aggregator.event_handler("on_user_turn_idle")
     async def on_user_turn_idle(aggregator):
@@ -204,28 +273,97 @@ async def run_bot(
         if idle_check_ins == 1:
             await worker.queue_frame(TTSSpeakFrame(prompts.CHECK_IN))
         elif idle_check_ins == 2:
-            await say_goodbye(prompts.IDLE_GOODBYE, "callee silent")
+            await say_goodbye(prompts.IDLE_GOODBYE, EndReason.IDLE_TIMEOUT)
 
     async def end_call(params: FunctionCallParams):
         reason = params.arguments.get("reason", "conversation finished")
         await params.result_callback({"ended": True}, properties=FunctionCallResultProperties(run_llm=False))
         log.info(f"Ending call: LLM called end_call ({reason})")
+        progress.end(EndReason.BOT_ENDED)
         await params.llm.push_frame(EndWorkerFrame(reason=f"end_call: {reason}"))
 
+    async def record_outcome(params: FunctionCallParams):
+        outcome = params.arguments.get("outcome")
+        if outcome not in settings.call_outcomes:
+            await params.result_callback({"error": f"outcome must be one of {', '.join(settings.call_outcomes)}"})
+            return
+        progress.outcome = RecordedOutcome(
+            outcome=outcome,
+            notes=str(params.arguments.get("notes", ""))[:2000],
+            callback_time=str(params.arguments["callback_time"])[:64] if params.arguments.get("callback_time") else None,
+        )
+        log.info(f"Outcome: {outcome}")
+        reporter.report_progress(progress.report())
+        await params.result_callback({"recorded": outcome})
+
+    async def press_keys(params: FunctionCallParams):
+        keys = "".join(k for k in str(params.arguments.get("keys", "")) if k in KEYPAD)
+        if not keys:
+            await params.result_callback({"error": "keys must be digits, * or #"})
+            return
+        log.info(f"Pressing keys {keys}")
+        progress.transcript.append(TranscriptTurn(speaker="bot", text=f"[pressed {keys}]", started_at=utcnow()))
+        await params.llm.push_frame(OutputDTMFFrame.from_string(keys))
+        await params.result_callback({"pressed": keys}, properties=FunctionCallResultProperties(run_llm=False))
+
+    async def transfer_call(params: FunctionCallParams):
+        nonlocal transfer_requested
+        await params.result_callback({"transferring": True}, properties=FunctionCallResultProperties(run_llm=False))
+        log.info("Transferring the call once the handoff line has played")
+        transfer_requested = True
+        await params.llm.push_frame(TTSSpeakFrame(prompts.TRANSFER_LINE))
+
+    @worker.event_handler("on_frame_reached_upstream")
+    async def on_frame_reached_upstream(worker, frame):
+        nonlocal transfer_requested
+        if isinstance(frame, BotStoppedSpeakingFrame) and transfer_requested:
+            transfer_requested = False
+            serializer.release_call()
+            if await server.transfer(config):
+                progress.end(EndReason.TRANSFERRED)
+            else:
+                serializer.call_released = False
+                await say_goodbye(prompts.TRANSFER_FAILED, EndReason.ERROR)
+
     call.llm.register_function("end_call", end_call)
+    call.llm.register_function("record_outcome", record_outcome)
+    call.llm.register_function("press_keys", press_keys)
+    call.llm.register_function("transfer_call", transfer_call)
 
     async def enforce_time_limit():
         await asyncio.sleep(config.max_duration_secs)
-        await say_goodbye(prompts.MAX_DURATION_GOODBYE, "maximum call duration reached")
+        await say_goodbye(prompts.MAX_DURATION_GOODBYE, EndReason.MAX_DURATION)
 
     time_limit = asyncio.create_task(enforce_time_limit())
     try:
         runner = WorkerRunner(handle_sigint=handle_sigint)
         await runner.add_workers(worker)
         await runner.run()
+    except Exception:
+        progress.end(EndReason.ERROR)
+        log.exception("The call's pipeline failed")
     finally:
         time_limit.cancel()
-    log.info(f"Call {config.call_id} finished")
+        await finish_call(progress, reporter, settings)
+    log.info(f"Call {config.call_id} finished ({progress.end_reason})")
+
+
+async def finish_call(progress: CallProgress, reporter: CallReporter, settings: Settings):
+    """Summarise the conversation (and find its outcome, if none was recorded), then report it."""
+    api_key = settings.secret("google_api_key")
+    if progress.had_conversation() and api_key:
+        client = genai.Client(api_key=api_key, http_options=google_http_options(settings))
+        summary, outcome = await summarise_call(
+            client,
+            settings.google_model,
+            settings.summary_prompt or DEFAULT_SUMMARY_PROMPT,
+            settings.call_outcomes,
+            progress.transcript_text(),
+            need_outcome=progress.outcome is None,
+        )
+        progress.summary = summary
+        progress.outcome = progress.outcome or outcome
+    await reporter.report_final(progress.report())
 
 
 def configure_logging(settings: Settings):

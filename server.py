@@ -7,14 +7,13 @@ Routes:
 - POST /twiml                   Twilio asks what to do with the answered call (Twilio signature)
 - GET  /calls/{call_id}/config  a bot on Pipecat Cloud claims its call (stream token)
 - WS   /ws                      Twilio's media stream, when the bot runs in this process
+- /calls…                       call records, hang-up, bot reports (outcall/calls_api.py)
+- /twilio/…                     status, answering-machine and recording callbacks (outcall/twilio_webhooks.py)
 - GET  /health
 """
 
-import hmac
 import uuid
 from contextlib import asynccontextmanager
-from functools import partial
-from typing import Annotated
 
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, WebSocket
@@ -23,8 +22,13 @@ from loguru import logger
 from pipecat.runner.types import WebSocketRunnerArguments
 
 import bot
-from outcall import prompts
-from outcall.calls import CallClaimError, CallConfig, CallRegistry, render_call_config
+from outcall import calls_api, prompts, twilio_webhooks
+from outcall.call_events import CallEventDelivery
+from outcall.call_store import CallStore
+from outcall.calls import CallClaimError, CallConfig, render_call_config
+from outcall.database import Database
+from outcall.reports import CallReport
+from outcall.dependencies import SettingsDep, StoreDep, bearer_token, require_api_key
 from outcall.settings import Settings
 from outcall.stream_auth import issue_stream_token
 from server_utils import (
@@ -40,35 +44,6 @@ from server_utils import (
 )
 
 
-def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
-
-
-def get_registry(request: Request) -> CallRegistry:
-    return request.app.state.calls
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-RegistryDep = Annotated[CallRegistry, Depends(get_registry)]
-
-
-def require_api_key(request: Request, settings: SettingsDep) -> None:
-    """Accept `X-API-Key: <key>` or `Authorization: Bearer <key>` matching DIALOUT_API_KEY."""
-    expected = settings.secret("dialout_api_key")
-    if not expected:
-        raise HTTPException(503, "Dial-out is disabled: set DIALOUT_API_KEY on the server to enable it")
-    given = request.headers.get("X-API-Key")
-    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-    if given is None and scheme.lower() == "bearer":
-        given = credentials.strip()
-    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise HTTPException(
-            401,
-            "Missing or invalid API key: send X-API-Key: <key> or Authorization: Bearer <key>",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-
-
 def require_calling_configured(settings: SettingsDep) -> None:
     missing = [
         name
@@ -80,7 +55,7 @@ def require_calling_configured(settings: SettingsDep) -> None:
 
 
 def build_call_config(request: DialoutRequest, settings: Settings) -> CallConfig:
-    """Render the call's prompt and greeting now, so a missing value is a 422, not a mid-call surprise."""
+    """Render the call's templates now, so a missing value is a 422, not a mid-call surprise."""
     from_number = request.from_number or settings.twilio_phone_number
     if not from_number:
         raise _unprocessable("from_number", "from_number is required: the server has no TWILIO_PHONE_NUMBER default")
@@ -94,6 +69,9 @@ def build_call_config(request: DialoutRequest, settings: Settings) -> CallConfig
             prompt=request.prompt,
             greeting=request.greeting,
             wait_for_callee=request.wait_for_callee,
+            voicemail_action=request.voicemail,
+            voicemail_message=request.voicemail_message,
+            transfer_number=request.transfer_number,
         )
     except prompts.TemplateError as e:
         raise _unprocessable(e.field, str(e))
@@ -101,6 +79,35 @@ def build_call_config(request: DialoutRequest, settings: Settings) -> CallConfig
 
 def _unprocessable(field: str, message: str) -> HTTPException:
     return HTTPException(422, [{"loc": ["body", field], "msg": message, "type": "value_error"}])
+
+
+def report_ttl_secs(settings: Settings) -> int:
+    """A bot reports until its call ends, and retries a little after."""
+    return settings.max_call_duration_secs + 3600
+
+
+class InProcessServerLink:
+    """What a bot running inside this server uses to reach it: the same code, without HTTP."""
+
+    def __init__(self, app: FastAPI):
+        self.app = app
+        self.settings: Settings = app.state.settings
+        self.store: CallStore = app.state.store
+
+    async def claim(self, call_id: str, stream_token: str) -> CallConfig:
+        secret = self.settings.secret("stream_secret") or ""
+        return await self.store.claim(call_id, stream_token, secret, report_ttl_secs(self.settings))
+
+    async def report(self, config: CallConfig, report: CallReport) -> None:
+        await self.store.apply_report(config.call_id, report)
+
+    async def transfer(self, config: CallConfig) -> bool:
+        try:
+            await calls_api.transfer_to_person(self.store, self.app.state.twilio, config.call_id)
+            return True
+        except (HTTPException, TwilioCallError) as e:
+            logger.error(f"Transfer of call {config.call_id} failed: {getattr(e, 'detail', None) or e}")
+            return False
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -112,14 +119,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         report_missing_settings(settings)
+        database = Database(settings.database_url)
+        await database.migrate()
+        delivery = None
+        events_secret = settings.secret("call_events_secret")
+        if settings.call_events_webhook_url and events_secret:
+            delivery = CallEventDelivery(database, settings.call_events_webhook_url, events_secret)
+            delivery.start()
+        app.state.store = CallStore(
+            database, events_enabled=delivery is not None, on_event=delivery.wake if delivery else lambda: None
+        )
         app.state.twilio = create_twilio_client(settings) if settings.twilio_account_sid else None
         yield
+        if delivery:
+            await delivery.stop()
         if app.state.twilio:
             await app.state.twilio.http_client.close()
+        await database.close()
 
     app = FastAPI(title="outcall", lifespan=lifespan)
     app.state.settings = settings
-    app.state.calls = CallRegistry()
+    app.include_router(calls_api.router)
+    app.include_router(twilio_webhooks.router)
 
     @app.exception_handler(TwilioCallError)
     async def twilio_call_error(request: Request, exc: TwilioCallError):
@@ -134,27 +155,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response_model=DialoutResponse,
         dependencies=[Depends(require_api_key), Depends(require_calling_configured)],
     )
-    async def dialout(body: DialoutRequest, request: Request, settings: SettingsDep, calls: RegistryDep):
+    async def dialout(body: DialoutRequest, request: Request, settings: SettingsDep, store: StoreDep):
         config = build_call_config(body, settings)
-        calls.add(config)
+        await store.create(
+            config,
+            variables=body.variables,
+            metadata=body.metadata,
+            voicemail_action=config.voicemail_action,
+            transfer_number=body.transfer_number or settings.transfer_number,
+        )
+        record = settings.recording if body.record is None else body.record
         try:
-            call_sid = await make_twilio_call(request.app.state.twilio, settings, config)
+            call_sid = await make_twilio_call(request.app.state.twilio, settings, config, record=record)
         except TwilioCallError as e:
-            calls.forget(config.call_id)
+            await store.dial_refused(config.call_id, f"{e.message} (Twilio code {e.twilio_code})")
             logger.warning(f"Dial-out to {config.to_number} failed: {e.message} (Twilio code {e.twilio_code})")
             raise
+        await store.dialed(config.call_id, call_sid)
         logger.info(f"Call {config.call_id} ({call_sid}) placed to {config.to_number}")
         return DialoutResponse(
             call_sid=call_sid, to_number=config.to_number, from_number=config.from_number, call_id=config.call_id
         )
 
     @app.post("/twiml")
-    async def twiml(request: Request, settings: SettingsDep, calls: RegistryDep, call_id: str = Query("")):
+    async def twiml(request: Request, settings: SettingsDep, store: StoreDep, call_id: str = Query("")):
         form = await twilio_form(request, settings)
         call_sid = form.get("CallSid", "")
-        config = calls.answered(call_id, call_sid)
+        config = await store.answered(call_id, call_sid)
         if config is None:
-            logger.error(f"Twilio call {call_sid} asked for TwiML of unknown call {call_id!r}; hanging up")
+            logger.error(f"Twilio call {call_sid} asked for TwiML of unknown or ended call {call_id!r}; hanging up")
             return Response(hangup_twiml(), media_type="application/xml")
         secret = settings.secret("stream_secret")
         if not secret:  # /dialout refuses without it, so only a changed configuration gets here
@@ -174,13 +203,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(twiml, media_type="application/xml")
 
     @app.get("/calls/{call_id}/config", response_model=CallConfig)
-    async def call_config(call_id: str, request: Request, settings: SettingsDep, calls: RegistryDep):
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    async def call_config(call_id: str, request: Request, settings: SettingsDep, store: StoreDep):
+        token = bearer_token(request)
         secret = settings.secret("stream_secret")
-        if scheme.lower() != "bearer" or not token or not secret:
+        if not token or not secret:
             raise HTTPException(401, "Send the call's stream token as Authorization: Bearer <token>")
         try:
-            return await calls.claim(call_id, token.strip(), secret)
+            return await store.claim(call_id, token, secret, report_ttl_secs(settings))
         except CallClaimError as e:
             logger.warning(f"Refused call config for {call_id}: {e.reason}")
             raise HTTPException(e.status, e.reason)
@@ -188,8 +217,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.websocket("/ws")
     async def media_stream(websocket: WebSocket):
         await websocket.accept()
-        claim = partial(websocket.app.state.calls.claim, secret=settings.secret("stream_secret") or "")
-        await bot.run_call(WebSocketRunnerArguments(websocket=websocket), settings, claim)
+        link = InProcessServerLink(websocket.app)
+        await bot.run_call(WebSocketRunnerArguments(websocket=websocket), settings, link)
 
     return app
 

@@ -14,7 +14,7 @@ from twilio.request_validator import RequestValidator
 from twilio.rest import Client as TwilioClient
 from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 
-from outcall.calls import CallConfig
+from outcall.calls import CallConfig, VoicemailAction
 from outcall.prompts import Variables
 from outcall.settings import Settings
 
@@ -51,6 +51,10 @@ class DialoutRequest(BaseModel):
     prompt: str | None = Field(default=None, max_length=20_000)
     greeting: str | None = Field(default=None, max_length=2_000)
     wait_for_callee: bool | None = None
+    voicemail: VoicemailAction | None = None
+    voicemail_message: str | None = Field(default=None, max_length=2_000)
+    transfer_number: PhoneNumber | None = None
+    record: bool | None = None
 
     @field_validator("variables")
     @classmethod
@@ -98,20 +102,50 @@ def create_twilio_client(settings: Settings) -> TwilioClient:
     return client
 
 
+def webhook_url(settings: Settings, path: str, call_id: str) -> str:
+    """One of our Twilio webhooks, naming the call so its record is found even before the CallSid."""
+    return f"{settings.server_url}{path}?{urlencode({'call_id': call_id})}"
+
+
 def twiml_url(settings: Settings, call_id: str) -> str:
-    return f"{settings.server_url}/twiml?{urlencode({'call_id': call_id})}"
+    return webhook_url(settings, "/twiml", call_id)
 
 
-async def make_twilio_call(client: TwilioClient, settings: Settings, call: CallConfig) -> str:
-    """Ask Twilio to place the call; returns its CallSid. Twilio fetches /twiml on answer."""
+async def make_twilio_call(client: TwilioClient, settings: Settings, call: CallConfig, record: bool = False) -> str:
+    """Ask Twilio to place the call; returns its CallSid. Twilio fetches /twiml on answer.
+
+    Status callbacks report the call's progress to /twilio/status. With voicemail handling on,
+    Twilio's asynchronous answering-machine detection runs alongside the conversation (a person
+    is never kept waiting) and reports to /twilio/amd when a machine's greeting ends.
+    """
+    options: dict[str, Any] = {}
+    if call.voicemail_action != "off" and settings.voicemail_detection == "twilio":
+        options.update(
+            machine_detection="DetectMessageEnd",
+            async_amd="true",
+            async_amd_status_callback=webhook_url(settings, "/twilio/amd", call.call_id),
+            async_amd_status_callback_method="POST",
+        )
+    if record:
+        options.update(
+            record=True,
+            recording_channels="dual",
+            recording_status_callback=webhook_url(settings, "/twilio/recording", call.call_id),
+            recording_status_callback_event=["completed"],
+            recording_status_callback_method="POST",
+        )
     try:
         twilio_call = await client.calls.create_async(
             to=call.to_number,
             from_=call.from_number,
             url=twiml_url(settings, call.call_id),
             method="POST",
+            status_callback=webhook_url(settings, "/twilio/status", call.call_id),
+            status_callback_event=["initiated", "ringing", "answered", "completed"],
+            status_callback_method="POST",
             # Twilio's own hard stop, a little after the bot's polite one.
             time_limit=call.max_duration_secs + 30,
+            **options,
         )
     except TwilioRestException as e:
         raise _twilio_call_error(e)
@@ -121,8 +155,24 @@ async def make_twilio_call(client: TwilioClient, settings: Settings, call: CallC
     return twilio_call.sid
 
 
+async def update_twilio_call(
+    client: TwilioClient, call_sid: str, *, twiml: str | None = None, status: str | None = None
+) -> None:
+    """Change a live call: new TwiML (transfer, voicemail message) or a status (hang up)."""
+    try:
+        if twiml is not None:
+            await client.calls(call_sid).update_async(twiml=twiml)
+        else:
+            await client.calls(call_sid).update_async(status=status)
+    except TwilioRestException as e:
+        raise _twilio_call_error(e)
+    except Exception as e:
+        logger.error(f"Twilio API unreachable: {type(e).__name__}: {e}")
+        raise TwilioCallError(502, f"Twilio API unreachable ({type(e).__name__}); the call was not changed")
+
+
 def _twilio_call_error(e: TwilioRestException) -> TwilioCallError:
-    message = f"Twilio refused the call: {e.msg}"
+    message = f"Twilio refused: {e.msg}"
     if e.status in (401, 403):
         # Our credentials, not the caller's request: an upstream failure.
         return TwilioCallError(502, f"Twilio rejected the server's credentials: {e.msg}", e.code)
@@ -163,11 +213,18 @@ def generate_twiml(settings: Settings, call: CallConfig, stream_token: str) -> s
     return str(response)
 
 
-def hangup_twiml(message: str | None = None) -> str:
+def hangup_twiml(message: str | None = None, voice: str | None = None) -> str:
     response = VoiceResponse()
     if message:
-        response.say(message)
+        response.say(message, voice=voice)
     response.hangup()
+    return str(response)
+
+
+def transfer_twiml(to_number: str, caller_id: str) -> str:
+    """A cold transfer: connect the callee to `to_number`, showing our number as the caller."""
+    response = VoiceResponse()
+    response.dial(to_number, caller_id=caller_id, timeout=30)
     return str(response)
 
 

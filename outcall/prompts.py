@@ -14,6 +14,7 @@ sentences, use plain conversational language, and never use lists, markdown,
 emoji or special characters.
 You have already greeted the person; do not greet them again.
 If the person asks you to stop calling, apologise, say goodbye and end the call.
+As soon as the outcome of the call is clear, record it with the record_outcome tool.
 When the conversation is finished, say a short goodbye and call the end_call tool.\
 """
 
@@ -22,6 +23,11 @@ DEFAULT_GREETING = "Hello! This is an automated assistant calling. Do you have a
 CHECK_IN = "Are you still there?"
 IDLE_GOODBYE = "It seems I've lost you. I'll let you go now. Goodbye!"
 MAX_DURATION_GOODBYE = "I'm sorry, we've reached the time limit for this call. Goodbye!"
+TRANSFER_FAILED = "I'm sorry, I couldn't connect you right now. Someone will call you back. Goodbye!"
+TRANSFER_LINE = "Of course. I'm transferring you to a colleague now; please stay on the line."
+DEFAULT_VOICEMAIL_MESSAGE = (
+    "Hello, this is an automated assistant calling. Sorry we missed you. We will try again later. Goodbye!"
+)
 
 Variables = dict[str, str | int | float | bool]
 

@@ -1,10 +1,13 @@
 """All configuration, read once from the environment (and `.env`)."""
 
 from functools import cached_property
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+from outcall.outcomes import DEFAULT_OUTCOMES
 
 PIPECAT_CLOUD_WS_HOST = "api.pipecat.daily.co"
 
@@ -28,6 +31,7 @@ class Settings(BaseSettings):
     stream_secret: SecretStr | None = None
     stream_token_ttl_secs: int = 300
     log_level: str = "INFO"
+    database_url: str = "sqlite+aiosqlite:///./data/outcall.db"
 
     # Twilio
     twilio_account_sid: str | None = None
@@ -66,10 +70,27 @@ class Settings(BaseSettings):
     idle_timeout_secs: float = 10.0
     max_call_duration_secs: int = 600
 
+    # Call lifecycle
+    call_outcomes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_OUTCOMES))
+    summary_prompt: str | None = None  # None: outcall.outcomes.DEFAULT_SUMMARY_PROMPT
+    voicemail: Literal["off", "hangup", "leave_message"] = "off"
+    voicemail_detection: Literal["twilio", "pipecat"] = "twilio"
+    voicemail_message: str | None = None  # template; None: outcall.prompts.DEFAULT_VOICEMAIL_MESSAGE
+    voicemail_voice: str = "Polly.Joanna-Neural"
+    transfer_number: str | None = None
+    recording: bool = False
+    call_events_webhook_url: str | None = None
+    call_events_secret: SecretStr | None = None
+
     @field_validator("env", mode="before")
     @classmethod
     def _lowercase_env(cls, value: str) -> str:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("call_outcomes", mode="before")
+    @classmethod
+    def _comma_separated(cls, value):
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
 
     @field_validator("server_url")
     @classmethod
@@ -110,6 +131,8 @@ class Settings(BaseSettings):
         need(["DEEPGRAM_API_KEY"], "the bot cannot hear (speech-to-text)")
         need(["GOOGLE_API_KEY"], "the bot cannot think (LLM)")
         need(["CARTESIA_API_KEY"], "the bot cannot speak (text-to-speech)")
+        if self.call_events_webhook_url:
+            need(["CALL_EVENTS_SECRET"], "call events are not sent: they could not be signed")
         return missing
 
     def production_errors(self) -> list[str]:

@@ -12,6 +12,7 @@ from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.pipeline.pipeline import Pipeline
+from pipecat.processors.aggregators.dtmf_aggregator import DTMFAggregator
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import (
     LLMAssistantAggregator,
@@ -53,12 +54,14 @@ def create_stt(settings: Settings) -> DeepgramSTTService:
     )
 
 
+def google_http_options(settings: Settings) -> HttpOptions | None:
+    return HttpOptions(base_url=settings.google_api_base_url) if settings.google_api_base_url else None
+
+
 def create_llm(settings: Settings, system_instruction: str) -> GoogleLLMService:
     return GoogleLLMService(
         api_key=settings.secret("google_api_key") or "",
-        http_options=HttpOptions(base_url=settings.google_api_base_url)
-        if settings.google_api_base_url
-        else None,
+        http_options=google_http_options(settings),
         settings=GoogleLLMService.Settings(
             model=settings.google_model, system_instruction=system_instruction
         ),
@@ -105,6 +108,7 @@ def build_pipeline(
         [
             transport.input(),  # Twilio media stream in
             stt,  # speech → text
+            DTMFAggregator(timeout=1.5),  # keys the callee presses → "DTMF: 12#" text
             user_aggregator,  # callee's turns into the context
             llm,  # Gemini decides what to say, or calls a tool
             tts,  # text → speech

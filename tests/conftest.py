@@ -70,6 +70,7 @@ def free_port() -> int:
 
 def make_settings(vendors: Vendors, port: int, **overrides) -> Settings:
     values = dict(
+        database_url="sqlite+aiosqlite:///:memory:",
         env="local",
         port=port,
         server_url=f"http://127.0.0.1:{port}",
@@ -123,9 +124,15 @@ def server_overrides() -> dict:
 
 
 @pytest.fixture
-async def server(vendors: Vendors, server_overrides: dict) -> AsyncIterator[RunningServer]:
+def database_url(tmp_path) -> str:
+    """Where the server under test keeps its records; storage tests run it on PostgreSQL too."""
+    return f"sqlite+aiosqlite:///{tmp_path}/outcall.db"
+
+
+@pytest.fixture
+async def server(vendors: Vendors, server_overrides: dict, database_url: str) -> AsyncIterator[RunningServer]:
     port = free_port()
-    settings = make_settings(vendors, port, **server_overrides)
+    settings = make_settings(vendors, port, database_url=database_url, **server_overrides)
     uv_server, task = await start_server(settings)
     async with httpx.AsyncClient(base_url=settings.server_url, timeout=30) as client:
         yield RunningServer(settings, settings.server_url, client)

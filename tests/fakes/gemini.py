@@ -1,8 +1,12 @@
-"""A fake Gemini API: `POST /v1beta/models/{model}:streamGenerateContent?alt=sse`.
+"""A fake Gemini API: `POST /v1beta/models/{model}:streamGenerateContent?alt=sse` and `:generateContent`.
 
-Each request is recorded; `respond(request) -> list of parts` decides the reply, where a part
-is `{"text": …}` or `{"functionCall": {"name": …, "args": {…}}}`. The reply streams as
-server-sent events, one part per event, the last with `finishReason` and `usageMetadata`.
+Streaming requests (the conversation) are recorded in `requests`; `respond(request) -> list of
+parts` decides the reply, where a part is `{"text": …}` or `{"functionCall": {"name": …, "args":
+{…}}}`. The reply streams as server-sent events, one part per event, the last with
+`finishReason` and `usageMetadata`.
+
+Plain requests (the post-call summary, asking for JSON) are recorded in `summary_requests`;
+`summarise(request) -> dict` is the JSON object the model returns as its text.
 """
 
 import json
@@ -11,6 +15,16 @@ from collections.abc import Callable
 from aiohttp import web
 
 Respond = Callable[[dict], list[dict]]
+Summarise = Callable[[dict], dict]
+
+
+def plain_summary(request: dict) -> dict:
+    """A summary that fills in what the request's JSON schema requires."""
+    required = request.get("generationConfig", {}).get("responseJsonSchema", {}).get("required", [])
+    answer = {"summary": "The callee spoke with the agent."}
+    if "outcome" in required:
+        answer["outcome"] = "other"
+    return answer
 
 
 def last_user_text(request: dict) -> str:
@@ -27,10 +41,12 @@ def system_text(request: dict) -> str:
 class FakeGemini:
     """Answers every generation request with `respond(request)`."""
 
-    def __init__(self, api_key: str, respond: Respond):
+    def __init__(self, api_key: str, respond: Respond, summarise: Summarise = plain_summary):
         self.api_key = api_key
         self.respond = respond
+        self.summarise = summarise
         self.requests: list[dict] = []
+        self.summary_requests: list[dict] = []
         self.base_url = ""
         self._runner = None
 
@@ -54,7 +70,18 @@ class FakeGemini:
                            "status": "INVALID_ARGUMENT"}},
                 status=400,
             )
-        if not request.match_info["model_action"].endswith(":streamGenerateContent"):
+        action = request.match_info["model_action"].rpartition(":")[2]
+        if action == "generateContent":
+            body = await request.json()
+            self.summary_requests.append(body)
+            text = json.dumps(self.summarise(body))
+            return web.json_response({
+                "candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP",
+                                "index": 0}],
+                "usageMetadata": {"promptTokenCount": 50, "candidatesTokenCount": 20, "totalTokenCount": 70},
+                "modelVersion": "fake-gemini",
+            })
+        if action != "streamGenerateContent":
             return web.json_response({"error": {"code": 404, "message": "not found", "status": "NOT_FOUND"}}, status=404)
         body = await request.json()
         self.requests.append(body)

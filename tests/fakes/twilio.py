@@ -7,6 +7,17 @@ It follows Twilio's protocol where our code can observe it:
 - On answer it POSTs the call's form parameters to the TwiML URL with a correct
   `X-Twilio-Signature`, parses the TwiML and runs its verbs (`Connect/Stream`, `Say`, `Pause`,
   `Hangup`). A non-200 or unparsable answer is Twilio's error 11200/12100: the call ends.
+- Call progress: `initiated`, `ringing`, then answered (`in-progress`) or busy / no-answer /
+  failed, each sent to `StatusCallback` (for the events in `StatusCallbackEvent`) as a signed
+  form with Twilio's `Timestamp` and `SequenceNumber`. Callbacks are delivered independently,
+  as Twilio does; a failed delivery (connection error or 5xx) is retried once. Tests can make
+  them arrive late (`callback_delays`) or twice (`duplicate_callbacks`). What happens to a
+  number is set in `answer_as` (human, busy, no-answer, failed, or an answering machine).
+- Asynchronous answering-machine detection (`MachineDetection=DetectMessageEnd`, `AsyncAmd`):
+  `AnsweredBy` posted to `AsyncAmdStatusCallback` (for a machine, when its greeting ends).
+- Recording (`Record=true`): a `completed` recording callback when the call ends.
+- Updating a live call with `Twiml` stops the stream and runs the new TwiML (`Say`, `Dial`,
+  `Hangup`); `Status=completed` hangs up, `Status=canceled` cancels a call not yet answered.
 - `<Connect><Stream>`: opens the WebSocket and sends `connected`, `start` (with the
   `<Parameter>`s as `customParameters`), then a `media` message of 160 bytes of μ-law every
   20 ms, as a real phone line does; it records the bot's `media`, `clear` and `mark`, and echoes
@@ -69,6 +80,12 @@ class EmulatedCall:
     url: str
     method: str
     time_limit: int | None
+    status_callback: str | None = None
+    status_callback_events: list[str] = field(default_factory=list)
+    amd_callback: str | None = None
+    recording_callback: str | None = None
+    record: bool = False
+    answered_by: str | None = None
     status: str = "queued"
     created_at: float = field(default_factory=time.monotonic)
     answered_at: float | None = None
@@ -85,6 +102,8 @@ class EmulatedCall:
     clears: list[float] = field(default_factory=list)
     marks: list[str] = field(default_factory=list)
     updates: list[dict[str, str]] = field(default_factory=list)
+    dialed: list[dict[str, str]] = field(default_factory=list)
+    callbacks: list["Callback"] = field(default_factory=list)
     hangup_requested_at: float | None = None
     callee_error: BaseException | None = None
     ended: asyncio.Event = field(default_factory=asyncio.Event)
@@ -92,6 +111,10 @@ class EmulatedCall:
     _speech: asyncio.Queue = field(default_factory=asyncio.Queue)
     _ws: websockets.ClientConnection | None = None
     _hangup: asyncio.Event = field(default_factory=asyncio.Event)
+    _redirect: asyncio.Event = field(default_factory=asyncio.Event)
+    _next_twiml: ET.Element | None = None
+    _callback_tasks: list[asyncio.Task] = field(default_factory=list)
+    _sequence: int = 0
     _bot_voice: asyncio.Event = field(default_factory=asyncio.Event)
     _last_voiced_at: float = 0.0
 
@@ -123,6 +146,24 @@ class EmulatedCall:
         self._hangup.set()
         await self.ended.wait()
 
+    async def press(self, digits: str) -> None:
+        """The callee presses keys: one `dtmf` message each, as Twilio sends them."""
+        for digit in digits:
+            await self._ws.send(json.dumps({"event": "dtmf", "streamSid": self.stream_sid,
+                                            "sequenceNumber": "0",
+                                            "dtmf": {"track": "inbound_track", "digit": digit}}))
+            await asyncio.sleep(0.1)
+
+    async def settled(self, timeout: float = 20) -> None:
+        """Wait until the call has ended and every callback about it has been delivered."""
+        await asyncio.wait_for(self.ended.wait(), timeout)
+        while not all(t.done() for t in self._callback_tasks):
+            await asyncio.wait(self._callback_tasks, timeout=timeout)
+
+    def callback_statuses(self) -> list[str]:
+        """CallStatus of each status callback our server accepted, in the order it got them."""
+        return [c.params["CallStatus"] for c in self.callbacks if c.kind == "status" and c.response_status == 204]
+
     # --- what a test can read ----------------------------------------------------------------
 
     def voiced_seconds(self) -> float:
@@ -150,7 +191,7 @@ class EmulatedCall:
             "status": self.status,
             "direction": "outbound-api",
             "duration": duration,
-            "answered_by": None,
+            "answered_by": self.answered_by,
             "parent_call_sid": None,
             "date_created": formatdate(usegmt=True),
             "date_updated": formatdate(usegmt=True),
@@ -163,7 +204,18 @@ class EmulatedCall:
         }
 
 
+@dataclass
+class Callback:
+    """One webhook delivery attempt: what was sent, and how our server answered."""
+
+    kind: str  # status, amd, recording
+    params: dict[str, str]
+    response_status: int | None  # None: the connection failed
+
+
 Callee = Callable[[EmulatedCall], Awaitable[None]]
+FINAL = ("completed", "busy", "no-answer", "failed", "canceled")
+MACHINES = ("machine_end_beep", "machine_end_silence", "machine_end_other", "fax")
 
 
 class TwilioEmulator:
@@ -175,6 +227,15 @@ class TwilioEmulator:
         self.owned_numbers = owned_numbers
         self.calls: dict[str, EmulatedCall] = {}
         self.callee: Callee | None = None
+        # What happens when a number is called: "human" (the default), "busy", "no-answer",
+        # "failed", or an answering machine ("machine_end_beep", "machine_end_silence", …).
+        self.answer_as: dict[str, str] = {}
+        self.ring_secs = 0.05  # how long a phone rings before it is answered
+        self.no_answer_secs = 0.3  # how long it rings before Twilio gives up (Timeout)
+        self.amd_secs = 0.5  # how long answering-machine detection listens before its verdict
+        self.dial_secs = 0.3  # how long a transferred call (<Dial>) lasts
+        self.callback_delays: dict[str, float] = {}  # CallStatus → extra seconds before delivery
+        self.duplicate_callbacks = False  # deliver every status callback twice
         # Name resolution for stream hosts, like /etc/hosts: {"api.pipecat.daily.co": "127.0.0.1:8123"}.
         # A mapped wss:// URL is opened as plain ws:// on the local address.
         self.hosts: dict[str, str] = {}
@@ -249,6 +310,12 @@ class TwilioEmulator:
             url=url,
             method=form.get("Method", "POST"),
             time_limit=int(form["TimeLimit"]) if "TimeLimit" in form else None,
+            status_callback=form.get("StatusCallback"),
+            # Twilio's default when a StatusCallback is given without events: only `completed`.
+            status_callback_events=form.getall("StatusCallbackEvent", ["completed"]),
+            amd_callback=form.get("AsyncAmdStatusCallback") if form.get("MachineDetection") else None,
+            recording_callback=form.get("RecordingStatusCallback"),
+            record=form.get("Record", "false").lower() == "true",
         )
         self.calls[call.sid] = call
         self._spawn(self._run_call(call))
@@ -274,12 +341,26 @@ class TwilioEmulator:
             return call
         form = dict(await request.post())
         call.updates.append(form)
-        if form.get("Status") in ("completed", "canceled"):
+        status = form.get("Status")
+        if status in ("completed", "canceled"):
             call.hangup_requested_at = call.hangup_requested_at or time.monotonic()
-            if call.status not in ("completed", "canceled", "failed", "busy", "no-answer"):
+            answered = call.status == "in-progress"
+            # `canceled` only ends calls not yet answered; `completed` ends any live call.
+            if call.status not in FINAL and (status == "completed" or not answered):
                 call._hangup.set()
             return web.json_response(call.resource())
-        return _error(400, 21220, "Call is not in-progress. Cannot redirect.")
+        if "Twiml" in form or "Url" in form:
+            if call.status != "in-progress":
+                return _error(400, 21220, "Call is not in-progress. Cannot redirect.")
+            if "Url" in form:
+                return _error(400, 21205, "The emulator runs inline Twiml only")
+            try:
+                call._next_twiml = ET.fromstring(form["Twiml"])
+            except ET.ParseError:
+                return _error(400, 12100, "Document parse failure")
+            call._redirect.set()
+            return web.json_response(call.resource())
+        return _error(400, 20001, "Nothing to update: give Status, Twiml or Url")
 
     # --- the voice network -------------------------------------------------------------------
 
@@ -290,31 +371,112 @@ class TwilioEmulator:
         return task
 
     async def _run_call(self, call: EmulatedCall) -> None:
+        behaviour = self.answer_as.get(call.to, "human")
+        final = "completed"
         try:
-            call.status = "ringing"
-            await asyncio.sleep(0.01)
-            call.status = "in-progress"
+            self._set_status(call, "initiated")
+            if behaviour in ("busy", "failed"):
+                final = behaviour
+                return
+            self._set_status(call, "ringing")
+            ringing = self.no_answer_secs if behaviour == "no-answer" else self.ring_secs
+            if await self._wait_or_hangup(call, ringing):
+                final = "canceled"
+                return
+            if behaviour == "no-answer":
+                final = "no-answer"
+                return
             call.answered_at = time.monotonic()
+            self._set_status(call, "in-progress", event="answered")
+            if call.amd_callback:
+                self._spawn(self._detect_machine(call, behaviour))
             twiml = await self._fetch_twiml(call)
-            if twiml is not None:
-                await self._execute(call, twiml)
+            while twiml is not None and not call._hangup.is_set():
+                twiml = await self._execute(call, twiml)
         finally:
-            call.status = "completed"
             call.ended_at = time.monotonic()
+            self._set_status(call, final)
+            if call.record and call.answered_at and call.recording_callback:
+                self._send_recording(call)
             call.ended.set()
 
-    async def _fetch_twiml(self, call: EmulatedCall) -> ET.Element | None:
+    def _set_status(self, call: EmulatedCall, status: str, event: str | None = None) -> None:
+        call.status = status
+        event = event or ("completed" if status in FINAL else status)
+        if not call.status_callback or event not in call.status_callback_events:
+            return
+        call._sequence += 1
+        params = self._call_params(call) | {
+            "CallStatus": status,
+            "CallbackSource": "call-progress-events",
+            "SequenceNumber": str(call._sequence - 1),
+            "Timestamp": formatdate(usegmt=True),
+        }
+        if status in FINAL:
+            duration = int(call.ended_at - call.answered_at) if call.answered_at else 0
+            params |= {"CallDuration": str(duration), "Duration": str(max(1, (duration + 59) // 60))}
+            if call.answered_by:
+                params["AnsweredBy"] = call.answered_by
+        copies = 2 if self.duplicate_callbacks else 1
+        for _ in range(copies):
+            self._callback(call, "status", call.status_callback, params, self.callback_delays.get(status, 0))
+
+    async def _detect_machine(self, call: EmulatedCall, behaviour: str) -> None:
+        """Async AMD: a person is recognised quickly; a machine when its greeting ends."""
+        await asyncio.sleep(self.amd_secs if behaviour in MACHINES else self.amd_secs / 2)
+        call.answered_by = behaviour if behaviour in MACHINES else "human"
+        duration = str(int((time.monotonic() - call.answered_at) * 1000))
+        params = self._call_params(call) | {"AnsweredBy": call.answered_by, "MachineDetectionDuration": duration}
+        self._callback(call, "amd", call.amd_callback, params)
+
+    def _send_recording(self, call: EmulatedCall) -> None:
+        recording_sid = "RE" + secrets.token_hex(16)
         params = {
+            "AccountSid": call.account_sid,
+            "CallSid": call.sid,
+            "RecordingSid": recording_sid,
+            "RecordingUrl": f"{self.base_url}/2010-04-01/Accounts/{call.account_sid}/Recordings/{recording_sid}",
+            "RecordingStatus": "completed",
+            "RecordingDuration": str(int(call.ended_at - call.answered_at)),
+            "RecordingChannels": "2",
+            "RecordingSource": "OutboundAPI",
+            "RecordingStartTime": formatdate(usegmt=True),
+        }
+        self._callback(call, "recording", call.recording_callback, params)
+
+    def _call_params(self, call: EmulatedCall) -> dict[str, str]:
+        return {
             "AccountSid": call.account_sid,
             "ApiVersion": "2010-04-01",
             "CallSid": call.sid,
-            "CallStatus": "in-progress",
+            "CallStatus": call.status,
             "Called": call.to,
             "Caller": call.from_,
             "Direction": "outbound-api",
             "From": call.from_,
             "To": call.to,
         }
+
+    def _callback(self, call: EmulatedCall, kind: str, url: str, params: dict[str, str], delay: float = 0) -> None:
+        call._callback_tasks.append(self._spawn(self._deliver(call, kind, url, params, delay)))
+
+    async def _deliver(self, call: EmulatedCall, kind: str, url: str, params: dict[str, str], delay: float) -> None:
+        """POST a signed webhook; retry once after a connection failure or a 5xx, as Twilio does."""
+        await asyncio.sleep(delay)
+        signature = RequestValidator(self.auth_token).compute_signature(url, params)
+        for attempt in range(2):
+            try:
+                async with self._http.post(url, data=params, headers={"X-Twilio-Signature": signature}) as r:
+                    status = r.status
+            except aiohttp.ClientError:
+                status = None
+            call.callbacks.append(Callback(kind, params, status))
+            if status is not None and status < 500:
+                return
+            await asyncio.sleep(0.5)
+
+    async def _fetch_twiml(self, call: EmulatedCall) -> ET.Element | None:
+        params = self._call_params(call)
         signature = RequestValidator(self.auth_token).compute_signature(call.url, params)
         async with self._http.post(call.url, data=params, headers={"X-Twilio-Signature": signature}) as r:
             body = await r.text()
@@ -328,26 +490,40 @@ class TwilioEmulator:
             call.stream_error = "12100: Document parse failure"
             return None
 
-    async def _execute(self, call: EmulatedCall, response: ET.Element) -> None:
+    async def _execute(self, call: EmulatedCall, response: ET.Element) -> ET.Element | None:
+        """Run TwiML verbs in order; returns new TwiML if the call was updated meanwhile."""
         for verb in response:
             if call._hangup.is_set():
-                return
+                return None
+            if call._redirect.is_set():
+                break
             if verb.tag == "Say":
                 call.said.append(verb.text or "")
             elif verb.tag == "Pause":
                 await self._wait_or_hangup(call, float(verb.get("length", "1")))
             elif verb.tag == "Hangup":
-                return
+                return None
+            elif verb.tag == "Dial":
+                number = (verb.findtext("Number") or verb.text or "").strip()
+                call.dialed.append({"number": number, "callerId": verb.get("callerId", call.from_)})
+                await self._wait_or_hangup(call, self.dial_secs)
             elif verb.tag == "Connect":
                 stream = verb.find("Stream")
                 if stream is not None:
                     await self._run_stream(call, stream)
+        if call._redirect.is_set():
+            call._redirect.clear()
+            twiml, call._next_twiml = call._next_twiml, None
+            return twiml
+        return None
 
-    async def _wait_or_hangup(self, call: EmulatedCall, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(call._hangup.wait(), seconds)
-        except TimeoutError:
-            pass
+    async def _wait_or_hangup(self, call: EmulatedCall, seconds: float) -> bool:
+        """Wait `seconds` unless the call is hung up or updated first; True if it was hung up."""
+        events = [asyncio.ensure_future(call._hangup.wait()), asyncio.ensure_future(call._redirect.wait())]
+        await asyncio.wait(events, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        for event in events:
+            event.cancel()
+        return call._hangup.is_set()
 
     async def _run_stream(self, call: EmulatedCall, stream: ET.Element) -> None:
         call.stream_url = stream.get("url")
@@ -382,8 +558,10 @@ class TwilioEmulator:
         sending = self._spawn(self._send_media(call, ws))
         callee = self._spawn(self._run_callee(call)) if self.callee else None
         hangup = asyncio.ensure_future(call._hangup.wait())
-        await asyncio.wait([receiving, hangup], return_when=asyncio.FIRST_COMPLETED)
-        if call._hangup.is_set() and ws.state is websockets.State.OPEN:
+        redirect = asyncio.ensure_future(call._redirect.wait())
+        await asyncio.wait([receiving, hangup, redirect], return_when=asyncio.FIRST_COMPLETED)
+        redirect.cancel()
+        if (call._hangup.is_set() or call._redirect.is_set()) and ws.state is websockets.State.OPEN:
             try:
                 await ws.send(json.dumps({"event": "stop", "sequenceNumber": "0", "streamSid": call.stream_sid,
                                           "stop": {"accountSid": call.account_sid, "callSid": call.sid}}))

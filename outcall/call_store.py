@@ -1,0 +1,321 @@
+"""Call records: created at `/dialout`, then kept up to date by Twilio's callbacks and the bot.
+
+Every change is idempotent and order-tolerant, because Twilio retries webhooks and can deliver
+them out of order, and the bot retries its reports: a status already in the timeline changes
+nothing, a final status is never replaced, a report older than the last one applied is ignored,
+and the end reason is set once, by whoever knows it first.
+"""
+
+import base64
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import Select, and_, event, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from outcall.call_events import add_event
+from outcall.calls import CallClaimError, CallConfig
+from outcall.database import Database, utcnow
+from outcall.models import FINAL_STATUSES, STATUS_ORDER, CallRecord, EndReason, status_rank
+from outcall.reports import CallReport
+from outcall.stream_auth import StreamTokenError, issue_report_token, verify_stream_token
+
+UNANSWERED_END_REASONS = {
+    "busy": EndReason.BUSY,
+    "no-answer": EndReason.NO_ANSWER,
+    "failed": EndReason.FAILED,
+    "canceled": EndReason.CANCELED,
+}
+
+
+class CallStore:
+    """All reads and writes of call records."""
+
+    def __init__(self, database: Database, *, events_enabled: bool = False, on_event: Callable[[], None] = lambda: None):
+        self.database = database
+        self.events_enabled = events_enabled
+        self._on_event = on_event
+
+    # --- creation and dialing ----------------------------------------------------------------
+
+    async def create(
+        self,
+        config: CallConfig,
+        *,
+        variables: dict,
+        metadata: dict,
+        voicemail_action: str,
+        transfer_number: str | None,
+    ) -> CallRecord:
+        """The record of a call about to be dialed, written before Twilio is asked."""
+        record = CallRecord(
+            id=config.call_id,
+            to_number=config.to_number,
+            from_number=config.from_number,
+            variables=variables,
+            call_metadata=metadata,
+            config=config.model_dump(),
+            status="queued",
+            timeline=[{"status": "queued", "at": utcnow().isoformat()}],
+            voicemail_action=voicemail_action,
+            transfer_number=transfer_number,
+            transcript=[],
+            latencies_ms=[],
+        )
+        async with self.database.write() as session:
+            session.add(record)
+        return record
+
+    async def dialed(self, call_id: str, call_sid: str) -> None:
+        """Twilio accepted the call and gave it a CallSid."""
+        async with self.database.write() as session:
+            record = await self._locked(session, call_id)
+            record.call_sid = record.call_sid or call_sid
+            self._event(session, "call.initiated", record)
+
+    async def dial_refused(self, call_id: str, error: str) -> None:
+        """Twilio refused or could not be reached: the call failed before it began."""
+        async with self.database.write() as session:
+            record = await self._locked(session, call_id)
+            record.error = error
+            self._set_end_reason(record, EndReason.ERROR)
+            self._apply_status(session, record, "failed", utcnow())
+
+    # --- Twilio's webhooks -------------------------------------------------------------------
+
+    async def apply_status(
+        self, call_id: str, call_sid: str, status: str, at: datetime, call_duration: int | None = None
+    ) -> CallRecord | None:
+        """A status callback; None if it names no call of ours."""
+        async with self.database.write() as session:
+            record = await self._locked_for_twilio(session, call_id, call_sid)
+            if record is not None:
+                self._apply_status(session, record, status, at, call_duration)
+            return record
+
+    async def answered(self, call_id: str, call_sid: str) -> CallConfig | None:
+        """Twilio fetched `/twiml`: the call is in progress. None if it is no call of ours."""
+        async with self.database.write() as session:
+            record = await self._locked_for_twilio(session, call_id, call_sid)
+            if record is None or record.is_final:
+                return None
+            self._apply_status(session, record, "in-progress", utcnow())
+            return CallConfig.model_validate(record.config)
+
+    async def apply_answered_by(
+        self, call_id: str, call_sid: str, answered_by: str
+    ) -> tuple[CallRecord | None, bool]:
+        """Twilio's answering-machine verdict, and whether it is the first (only the first counts)."""
+        async with self.database.write() as session:
+            record = await self._locked_for_twilio(session, call_id, call_sid)
+            if record is None or record.answered_by is not None:
+                return record, False
+            record.answered_by = answered_by
+            return record, True
+
+    async def voicemail_handled(self, call_id: str, reason: EndReason) -> None:
+        async with self.database.write() as session:
+            record = await self._locked(session, call_id)
+            self._set_end_reason(record, reason)
+            record.outcome = "voicemail"
+
+    async def apply_recording(
+        self, call_id: str, call_sid: str, recording_sid: str, url: str, duration_secs: int | None
+    ) -> CallRecord | None:
+        async with self.database.write() as session:
+            record = await self._locked_for_twilio(session, call_id, call_sid)
+            if record is not None:
+                record.recording_sid = recording_sid
+                record.recording_url = url
+                record.recording_duration_secs = duration_secs
+            return record
+
+    # --- the bot -----------------------------------------------------------------------------
+
+    async def claim(self, call_id: str, token: str | None, secret: str, report_ttl_secs: int) -> CallConfig:
+        """Hand an answered call's config to the one bot whose stream token proves it serves it.
+
+        The claim is a conditional UPDATE, so it holds across server instances sharing a database.
+        """
+        async with self.database.session() as session:
+            record = await session.get(CallRecord, call_id)
+        if record is None or record.call_sid is None or record.answered_at is None:
+            raise CallClaimError(404, f"no answered call {call_id} is waiting for a bot")
+        try:
+            verify_stream_token(
+                secret,
+                token,
+                call_id=call_id,
+                call_sid=record.call_sid,
+                to_number=record.to_number,
+                from_number=record.from_number,
+            )
+        except StreamTokenError as e:
+            raise CallClaimError(403, str(e))
+        async with self.database.write() as session:
+            claimed = await session.execute(
+                update(CallRecord)
+                .where(CallRecord.id == call_id, CallRecord.claimed_at.is_(None))
+                .values(claimed_at=utcnow())
+            )
+        if claimed.rowcount != 1:
+            raise CallClaimError(409, f"call {call_id} already has a bot")
+        config = CallConfig.model_validate(record.config)
+        config.report_token = issue_report_token(secret, call_id=call_id, ttl_secs=report_ttl_secs)
+        return config
+
+    async def apply_report(self, call_id: str, report: CallReport) -> CallRecord:
+        async with self.database.write() as session:
+            record = await self._locked(session, call_id)
+            if report.sequence <= record.report_sequence or record.final_report_at:
+                return record  # a retry or a late arrival: what we have is as new or newer
+            record.report_sequence = report.sequence
+            record.transcript = [turn.model_dump(mode="json") for turn in report.transcript]
+            record.latencies_ms = [t.latency_ms for t in report.transcript if t.latency_ms is not None]
+            if report.outcome and record.outcome != "voicemail":
+                record.outcome = report.outcome.outcome
+                record.outcome_notes = report.outcome.notes or None
+                record.callback_time = report.outcome.callback_time
+            record.summary = report.summary or record.summary
+            if report.final:
+                record.final_report_at = utcnow()
+                if report.end_reason:
+                    self._set_end_reason(record, report.end_reason)
+                self._maybe_ended(session, record)
+            return record
+
+    async def set_end_reason(self, call_id: str, reason: EndReason) -> None:
+        async with self.database.write() as session:
+            self._set_end_reason(await self._locked(session, call_id), reason)
+
+    # --- reading -----------------------------------------------------------------------------
+
+    async def get(self, call_id: str) -> CallRecord | None:
+        async with self.database.session() as session:
+            return await session.get(CallRecord, call_id)
+
+    async def list(
+        self,
+        *,
+        status: str | None = None,
+        outcome: str | None = None,
+        end_reason: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> tuple[list[CallRecord], str | None]:
+        """Newest first; the second value is the cursor of the next page, None after the last."""
+        query: Select = select(CallRecord).order_by(CallRecord.created_at.desc(), CallRecord.id.desc())
+        if status:
+            query = query.where(CallRecord.status == status)
+        if outcome:
+            query = query.where(CallRecord.outcome == outcome)
+        if end_reason:
+            query = query.where(CallRecord.end_reason == end_reason)
+        if created_after:
+            query = query.where(CallRecord.created_at >= created_after)
+        if created_before:
+            query = query.where(CallRecord.created_at < created_before)
+        if cursor:
+            at, call_id = decode_cursor(cursor)
+            query = query.where(
+                or_(CallRecord.created_at < at, and_(CallRecord.created_at == at, CallRecord.id < call_id))
+            )
+        async with self.database.session() as session:
+            records = list((await session.execute(query.limit(limit + 1))).scalars())
+        if len(records) <= limit:
+            return records, None
+        last = records[limit - 1]
+        return records[:limit], encode_cursor(last.created_at, last.id)
+
+    # --- internals ---------------------------------------------------------------------------
+
+    async def _locked(self, session: AsyncSession, call_id: str) -> CallRecord:
+        query = select(CallRecord).where(CallRecord.id == call_id)
+        if self.database.is_postgresql:
+            query = query.with_for_update()
+        record = (await session.execute(query)).scalar_one_or_none()
+        if record is None:
+            raise CallClaimError(404, f"no call {call_id}")
+        return record
+
+    async def _locked_for_twilio(self, session: AsyncSession, call_id: str, call_sid: str) -> CallRecord | None:
+        """The record a Twilio webhook is about, or None if the CallSid belongs to another call.
+
+        Callbacks can arrive before `/dialout` has stored the CallSid; the first one sets it.
+        """
+        try:
+            record = await self._locked(session, call_id)
+        except CallClaimError:
+            return None
+        if record.call_sid is None:
+            record.call_sid = call_sid
+        return record if record.call_sid == call_sid else None
+
+    def _apply_status(
+        self, session: AsyncSession, record: CallRecord, status: str, at: datetime, call_duration: int | None = None
+    ) -> None:
+        if status not in STATUS_ORDER + FINAL_STATUSES:
+            return
+        seen = {change["status"] for change in record.timeline}
+        if status in seen or (status in FINAL_STATUSES and record.is_final):
+            return  # a duplicate, or a second final status: the first one stands
+        record.timeline = sorted(
+            [*record.timeline, {"status": status, "at": at.isoformat()}],
+            key=lambda change: (status_rank(change["status"]), change["at"]),
+        )
+        if status_rank(status) > status_rank(record.status):
+            record.status = status
+        if status == "in-progress" and record.answered_at is None:
+            record.answered_at = at
+            self._event(session, "call.answered", record)
+        if status in FINAL_STATUSES:
+            record.ended_at = at
+            if record.answered_at:
+                record.talk_secs = float(call_duration) if call_duration is not None else (at - record.answered_at).total_seconds()
+            if status in UNANSWERED_END_REASONS:
+                self._set_end_reason(record, UNANSWERED_END_REASONS[status])
+            elif record.claimed_at is None:
+                record.error = record.error or "the call was answered but no bot connected to its stream"
+                self._set_end_reason(record, EndReason.ERROR)
+        times = {change["status"]: datetime.fromisoformat(change["at"]) for change in record.timeline}
+        if "ringing" in times:
+            rang_until = times.get("in-progress") or next((times[s] for s in FINAL_STATUSES if s in times), None)
+            if rang_until:
+                record.ring_secs = max(0.0, (rang_until - times["ringing"]).total_seconds())
+        self._maybe_ended(session, record)
+
+    @staticmethod
+    def _set_end_reason(record: CallRecord, reason: EndReason) -> None:
+        record.end_reason = record.end_reason or reason.value
+
+    def _maybe_ended(self, session: AsyncSession, record: CallRecord) -> None:
+        """`call.ended` once Twilio says the call is over and its bot, if it had one, has reported."""
+        if record.ended_event_sent or not record.is_final:
+            return
+        if record.claimed_at is not None and record.final_report_at is None:
+            return
+        record.ended_event_sent = True
+        self._event(session, "call.ended", record)
+
+    def _event(self, session: AsyncSession, event_type: str, record: CallRecord) -> None:
+        if not self.events_enabled:
+            return
+        add_event(session, event_type, record)
+        if not session.info.get("wakes_delivery"):
+            session.info["wakes_delivery"] = True
+            event.listen(session.sync_session, "after_commit", lambda _: self._on_event())
+
+
+def encode_cursor(at: datetime, call_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{at.isoformat()}|{call_id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """Raises ValueError for a cursor this server did not make."""
+    try:
+        at, call_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        return datetime.fromisoformat(at), call_id
+    except Exception:
+        raise ValueError("invalid cursor: pass the next_cursor value of a previous page unchanged")

@@ -1,0 +1,128 @@
+"""The calls API: records (`GET /calls`, `GET /calls/{id}`), hang-up, and the bot's own endpoints.
+
+Users call the first three with the API key; the call's bot calls `/report` and `/transfer`
+with the report token it received when it claimed the call.
+"""
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from loguru import logger
+from pydantic import BaseModel
+
+from twilio.rest import Client as TwilioClient
+
+from outcall.call_store import CallStore, decode_cursor
+from outcall.call_views import CallDetail, CallList, call_detail, call_summary
+from outcall.dependencies import StoreDep, require_api_key, require_report_token, require_twilio
+from outcall.models import FINAL_STATUSES, STATUS_ORDER, CallRecord, EndReason
+from outcall.reports import CallReport
+from server_utils import transfer_twiml, update_twilio_call
+
+router = APIRouter(prefix="/calls", tags=["calls"])
+
+CallStatus = Literal["queued", "initiated", "ringing", "in-progress", "completed", "busy", "no-answer", "failed", "canceled"]
+assert set(CallStatus.__args__) == set(STATUS_ORDER + FINAL_STATUSES)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """Dates without a zone are taken as UTC."""
+    return value.replace(tzinfo=UTC) if value and value.tzinfo is None else value
+
+
+async def _record(store: CallStore, call_id: str) -> CallRecord:
+    record = await store.get(call_id)
+    if record is None:
+        raise HTTPException(404, f"No call with id {call_id!r}")
+    return record
+
+
+@router.get("", response_model=CallList, dependencies=[Depends(require_api_key)])
+async def list_calls(
+    store: StoreDep,
+    status: CallStatus | None = None,
+    outcome: str | None = Query(None, max_length=32),
+    end_reason: EndReason | None = None,
+    created_after: datetime | None = Query(None, description="ISO 8601; without a zone, UTC"),
+    created_before: datetime | None = Query(None, description="ISO 8601; without a zone, UTC"),
+    cursor: str | None = Query(None, max_length=200, description="next_cursor from the previous page"),
+    limit: int = Query(50, ge=1, le=200),
+):
+    """Calls, newest first, filtered; follow `next_cursor` for older ones."""
+    if cursor:
+        try:
+            decode_cursor(cursor)
+        except ValueError as e:
+            raise HTTPException(400, str(e))
+    records, next_cursor = await store.list(
+        status=status,
+        outcome=outcome,
+        end_reason=end_reason.value if end_reason else None,
+        created_after=_aware(created_after),
+        created_before=_aware(created_before),
+        cursor=cursor,
+        limit=limit,
+    )
+    return CallList(calls=[call_summary(r) for r in records], next_cursor=next_cursor)
+
+
+@router.get("/{call_id}", response_model=CallDetail, dependencies=[Depends(require_api_key)])
+async def get_call(call_id: str, store: StoreDep):
+    """Everything recorded about one call, transcript included."""
+    return call_detail(await _record(store, call_id))
+
+
+class HangupResponse(BaseModel):
+    call_id: str
+    status: Literal["hanging_up", "canceling"]
+
+
+@router.post("/{call_id}/hangup", response_model=HangupResponse, dependencies=[Depends(require_api_key)])
+async def hang_up(call_id: str, request: Request, store: StoreDep):
+    """End a call now: cancel it if nobody has answered yet, else hang up."""
+    record = await _record(store, call_id)
+    if record.is_final:
+        raise HTTPException(409, f"Call {call_id} has already ended ({record.status})")
+    if record.call_sid is None:
+        raise HTTPException(409, f"Call {call_id} has not reached Twilio yet; try again in a moment")
+    twilio = require_twilio(request.app.state.twilio)
+    answered = record.answered_at is not None
+    await update_twilio_call(twilio, record.call_sid, status="completed" if answered else "canceled")
+    if answered:
+        await store.set_end_reason(call_id, EndReason.API_HANGUP)
+    logger.info(f"Call {call_id} {'hung up' if answered else 'canceled'} through the API")
+    return HangupResponse(call_id=call_id, status="hanging_up" if answered else "canceling")
+
+
+@router.post("/{call_id}/report", status_code=204, dependencies=[Depends(require_report_token)])
+async def report(call_id: str, body: CallReport, store: StoreDep):
+    """The bot's transcript, outcome and summary; applying one twice is harmless."""
+    await _record(store, call_id)
+    await store.apply_report(call_id, body)
+    return Response(status_code=204)
+
+
+class TransferResponse(BaseModel):
+    call_id: str
+    transferred_to: str
+
+
+@router.post("/{call_id}/transfer", response_model=TransferResponse, dependencies=[Depends(require_report_token)])
+async def transfer(call_id: str, request: Request, store: StoreDep):
+    """Hand the live call to a person: Twilio replaces the bot's stream with a `<Dial>`."""
+    return await transfer_to_person(store, request.app.state.twilio, call_id)
+
+
+async def transfer_to_person(store: CallStore, twilio: TwilioClient | None, call_id: str) -> TransferResponse:
+    """Raises HTTPException (no such call, nowhere to transfer to) or TwilioCallError."""
+    record = await _record(store, call_id)
+    if not record.transfer_number:
+        raise HTTPException(409, "No transfer number: set TRANSFER_NUMBER or the call's transfer_number")
+    if record.is_final or record.call_sid is None:
+        raise HTTPException(409, f"Call {call_id} is not in progress ({record.status})")
+    twilio = require_twilio(twilio)
+    await update_twilio_call(twilio, record.call_sid, twiml=transfer_twiml(record.transfer_number, record.from_number))
+    await store.set_end_reason(call_id, EndReason.TRANSFERRED)
+    logger.info(f"Call {call_id} transferred to {record.transfer_number}")
+    return TransferResponse(call_id=call_id, transferred_to=record.transfer_number)

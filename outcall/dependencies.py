@@ -1,0 +1,64 @@
+"""FastAPI dependencies shared by the server's routes: settings, storage, Twilio, and auth."""
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from twilio.rest import Client as TwilioClient
+
+from outcall.call_store import CallStore
+from outcall.settings import Settings
+from outcall.stream_auth import StreamTokenError, verify_report_token
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_store(request: Request) -> CallStore:
+    return request.app.state.store
+
+
+def get_twilio(request: Request) -> TwilioClient | None:
+    return request.app.state.twilio
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[CallStore, Depends(get_store)]
+TwilioDep = Annotated[TwilioClient | None, Depends(get_twilio)]
+
+
+def bearer_token(request: Request) -> str | None:
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    return credentials.strip() or None if scheme.lower() == "bearer" else None
+
+
+def require_api_key(request: Request, settings: SettingsDep) -> None:
+    """Accept `X-API-Key: <key>` or `Authorization: Bearer <key>` matching DIALOUT_API_KEY."""
+    expected = settings.secret("dialout_api_key")
+    if not expected:
+        raise HTTPException(503, "The API is disabled: set DIALOUT_API_KEY on the server to enable it")
+    given = request.headers.get("X-API-Key") or bearer_token(request)
+    if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise HTTPException(
+            401,
+            "Missing or invalid API key: send X-API-Key: <key> or Authorization: Bearer <key>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def require_report_token(call_id: str, request: Request, settings: SettingsDep) -> None:
+    """The bot's report token for this call, as `Authorization: Bearer <token>`."""
+    secret = settings.secret("stream_secret")
+    if not secret:
+        raise HTTPException(503, "STREAM_SECRET is not set: bot reports cannot be authenticated")
+    try:
+        verify_report_token(secret, bearer_token(request), call_id=call_id)
+    except StreamTokenError as e:
+        raise HTTPException(401, f"Send the call's report token as Authorization: Bearer <token> ({e})")
+
+
+def require_twilio(twilio: TwilioDep) -> TwilioClient:
+    if twilio is None:
+        raise HTTPException(503, "Twilio is not configured: set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
+    return twilio

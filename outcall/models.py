@@ -1,0 +1,109 @@
+"""The tables: one row per call, and the outbox of events for the call-events webhook."""
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Float, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from outcall.database import UTCDateTime, utcnow
+
+# Twilio's call statuses in the order a call moves through them; the last five are final.
+STATUS_ORDER = ["queued", "initiated", "ringing", "in-progress"]
+FINAL_STATUSES = ["completed", "busy", "no-answer", "failed", "canceled"]
+
+
+def status_rank(status: str) -> int:
+    return STATUS_ORDER.index(status) if status in STATUS_ORDER else len(STATUS_ORDER)
+
+
+class EndReason(StrEnum):
+    """Why a call ended: one of these, recorded once."""
+
+    BOT_ENDED = "bot-ended"  # the LLM finished the conversation (end_call)
+    CALLEE_HUNG_UP = "callee-hung-up"
+    NO_ANSWER = "no-answer"
+    BUSY = "busy"
+    FAILED = "failed"  # Twilio could not place or connect the call
+    CANCELED = "canceled"  # hung up through the API before anyone answered
+    VOICEMAIL_LEFT = "voicemail-left"
+    VOICEMAIL_SKIPPED = "voicemail-skipped"
+    TRANSFERRED = "transferred"
+    MAX_DURATION = "max-duration"
+    IDLE_TIMEOUT = "idle-timeout"
+    API_HANGUP = "api-hangup"  # POST /calls/{id}/hangup on an answered call
+    ERROR = "error"  # the dial was refused, or the bot failed or never connected
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime}
+
+
+class CallRecord(Base):
+    """Everything known about one call, from `/dialout` to the last callback."""
+
+    __tablename__ = "calls"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    call_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    to_number: Mapped[str] = mapped_column(String(20))
+    from_number: Mapped[str] = mapped_column(String(20))
+    variables: Mapped[dict[str, Any]]
+    call_metadata: Mapped[dict[str, Any]] = mapped_column("metadata")
+    config: Mapped[dict[str, Any]]  # the CallConfig the bot claims
+    status: Mapped[str] = mapped_column(String(16))
+    timeline: Mapped[list[Any]]  # [{"status": …, "at": ISO time}], each status once
+    answered_by: Mapped[str | None] = mapped_column(String(32))
+    voicemail_action: Mapped[str] = mapped_column(String(16))
+    transfer_number: Mapped[str | None] = mapped_column(String(20))
+    ring_secs: Mapped[float | None] = mapped_column(Float)
+    talk_secs: Mapped[float | None] = mapped_column(Float)
+    end_reason: Mapped[str | None] = mapped_column(String(24))
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    outcome_notes: Mapped[str | None] = mapped_column(Text)
+    callback_time: Mapped[str | None] = mapped_column(String(64))
+    summary: Mapped[str | None] = mapped_column(Text)
+    transcript: Mapped[list[Any]]
+    latencies_ms: Mapped[list[Any]]
+    error: Mapped[str | None] = mapped_column(Text)
+    recording_sid: Mapped[str | None] = mapped_column(String(64))
+    recording_url: Mapped[str | None] = mapped_column(Text)
+    recording_duration_secs: Mapped[int | None] = mapped_column(Integer)
+    report_sequence: Mapped[int] = mapped_column(Integer, default=-1)
+    final_report_at: Mapped[datetime | None]
+    claimed_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    answered_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    ended_event_sent: Mapped[bool] = mapped_column(default=False)
+
+    __table_args__ = (
+        Index("ix_calls_created", "created_at", "id"),
+        Index("ix_calls_status_created", "status", "created_at"),
+        Index("ix_calls_outcome_created", "outcome", "created_at"),
+    )
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+class CallEvent(Base):
+    """One event for the call-events webhook, kept until the receiver accepts it."""
+
+    __tablename__ = "call_events"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    type: Mapped[str] = mapped_column(String(32))
+    call_id: Mapped[str] = mapped_column(String(36))
+    payload: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
+    given_up_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_call_events_due", "delivered_at", "given_up_at", "next_attempt_at"),)

@@ -1,0 +1,117 @@
+"""What the bot tells the server about its call, and how it gets there.
+
+The bot sends its whole view of the call (transcript, outcome, summary, latencies) after each
+turn and once more, marked final, at the end. Each report carries a rising sequence number and
+replaces the previous one, so a retried or late report is harmless.
+"""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from loguru import logger
+from pydantic import BaseModel, Field
+
+from outcall.models import EndReason
+from outcall.outcomes import RecordedOutcome
+
+RETRY_DELAYS_SECS = (0.5, 1, 2, 4, 8)  # about 15 s in all, then the report is logged instead
+
+
+class TranscriptTurn(BaseModel):
+    """One turn of the conversation."""
+
+    speaker: Literal["bot", "callee"]
+    text: str = Field(max_length=20_000)
+    started_at: datetime
+    latency_ms: int | None = None  # bot turns: from the callee's last word to the bot's first
+    interrupted: bool = False
+
+
+class CallReport(BaseModel):
+    """The bot's view of its call so far; `final` once the call is over."""
+
+    sequence: int = Field(ge=0)
+    final: bool = False
+    transcript: list[TranscriptTurn] = Field(default_factory=list, max_length=5000)
+    outcome: RecordedOutcome | None = None
+    summary: str | None = Field(default=None, max_length=5000)
+    end_reason: EndReason | None = None
+
+
+@dataclass
+class CallProgress:
+    """What the bot has learned about its call so far."""
+
+    transcript: list[TranscriptTurn] = field(default_factory=list)
+    outcome: RecordedOutcome | None = None
+    summary: str | None = None
+    end_reason: EndReason | None = None
+
+    def end(self, reason: EndReason) -> None:
+        """Record why the call ends; the first reason stands."""
+        self.end_reason = self.end_reason or reason
+
+    def had_conversation(self) -> bool:
+        return any(turn.speaker == "callee" for turn in self.transcript)
+
+    def transcript_text(self) -> str:
+        return "\n".join(f"{turn.speaker}: {turn.text}" for turn in self.transcript)
+
+    def report(self) -> CallReport:
+        return CallReport(
+            sequence=0,
+            transcript=list(self.transcript),
+            outcome=self.outcome,
+            summary=self.summary,
+            end_reason=self.end_reason,
+        )
+
+
+class CallReporter:
+    """Sends a call's reports to the dial-out server, with bounded retries."""
+
+    def __init__(self, send: Callable[[CallReport], Awaitable[None]], call_id: str):
+        self._send = send
+        self._call_id = call_id
+        self._sequence = 0
+        self._pending: asyncio.Task | None = None
+
+    def report_progress(self, report: CallReport) -> None:
+        """Send a progress report in the background; a newer one supersedes one still retrying."""
+        self._cancel_pending()
+        self._pending = asyncio.create_task(self._deliver(self._number(report)))
+
+    async def report_final(self, report: CallReport) -> bool:
+        """Send the final report, retrying; if it cannot be delivered, log it in full."""
+        self._cancel_pending()
+        report = self._number(report)
+        report.final = True
+        delivered = await self._deliver(report)
+        if not delivered:
+            logger.error(f"Undelivered final report of call {self._call_id}: {report.model_dump_json()}")
+        return delivered
+
+    def _cancel_pending(self) -> None:
+        if self._pending and not self._pending.done():
+            self._pending.cancel()
+
+    def _number(self, report: CallReport) -> CallReport:
+        report.sequence = self._sequence
+        self._sequence += 1
+        return report
+
+    async def _deliver(self, report: CallReport) -> bool:
+        for attempt, delay in enumerate((0, *RETRY_DELAYS_SECS)):
+            await asyncio.sleep(delay)
+            try:
+                await self._send(report)
+                return True
+            except Exception as e:  # the server, or in-process its database, is briefly away
+                retry = getattr(e, "retry", True)
+                logger.warning(f"Report {report.sequence} of call {self._call_id} not delivered: {e}")
+                if not retry:
+                    return False
+        return False

@@ -1,0 +1,97 @@
+"""Twilio's callbacks about a call: progress, answering-machine verdict, recording.
+
+Each is signature-checked like `/twiml` and names the call in its URL (`?call_id=`). All are
+idempotent: Twilio retries, duplicates and reorders them, and the call store makes that harmless.
+"""
+
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from loguru import logger
+
+from outcall.database import utcnow
+from outcall.dependencies import SettingsDep, StoreDep
+from outcall.models import CallRecord, EndReason
+from server_utils import TwilioCallError, hangup_twiml, twilio_form, update_twilio_call
+
+router = APIRouter(prefix="/twilio", tags=["Twilio webhooks"])
+
+MACHINE_VERDICTS = {"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax"}
+
+
+def _event_time(form: dict[str, str]) -> datetime:
+    """When Twilio says the event happened (its `Timestamp`), else now."""
+    try:
+        return parsedate_to_datetime(form["Timestamp"])
+    except (KeyError, TypeError, ValueError):
+        return utcnow()
+
+
+def _found(record: CallRecord | None, call_id: str, form: dict[str, str]) -> CallRecord:
+    if record is None:
+        logger.warning(f"Twilio callback for unknown call {call_id!r} (CallSid {form.get('CallSid')})")
+        raise HTTPException(404, f"No call {call_id!r} with CallSid {form.get('CallSid')!r}")
+    return record
+
+
+@router.post("/status", status_code=204)
+async def call_status(request: Request, settings: SettingsDep, store: StoreDep, call_id: str = Query("")):
+    """Twilio's StatusCallback: initiated, ringing, in-progress, then one final status."""
+    form = await twilio_form(request, settings)
+    duration = form.get("CallDuration")
+    record = await store.apply_status(
+        call_id,
+        form.get("CallSid", ""),
+        form.get("CallStatus", ""),
+        _event_time(form),
+        int(duration) if duration and duration.isdigit() else None,
+    )
+    record = _found(record, call_id, form)
+    logger.info(f"Call {call_id} status {form.get('CallStatus')} (now {record.status})")
+    return Response(status_code=204)
+
+
+@router.post("/amd", status_code=204)
+async def answering_machine(request: Request, settings: SettingsDep, store: StoreDep, call_id: str = Query("")):
+    """The asynchronous answering-machine verdict; on a machine, hang up or leave the message."""
+    form = await twilio_form(request, settings)
+    answered_by = form.get("AnsweredBy", "unknown")
+    record, first = await store.apply_answered_by(call_id, form.get("CallSid", ""), answered_by)
+    record = _found(record, call_id, form)
+    logger.info(f"Call {call_id} answered by {answered_by}")
+    if not first or answered_by not in MACHINE_VERDICTS or record.is_final or record.voicemail_action == "off":
+        return Response(status_code=204)
+    leave_message = record.voicemail_action == "leave_message" and answered_by.startswith("machine_end")
+    await store.voicemail_handled(call_id, EndReason.VOICEMAIL_LEFT if leave_message else EndReason.VOICEMAIL_SKIPPED)
+    try:
+        if leave_message:
+            # Twilio sends this verdict at the beep, so the message starts on the recording.
+            message = record.config["voicemail_message"]
+            await update_twilio_call(
+                request.app.state.twilio, record.call_sid, twiml=hangup_twiml(message, settings.voicemail_voice)
+            )
+        else:
+            await update_twilio_call(request.app.state.twilio, record.call_sid, status="completed")
+    except TwilioCallError as e:
+        logger.warning(f"Could not act on voicemail for call {call_id}: {e.message}")
+    return Response(status_code=204)
+
+
+@router.post("/recording", status_code=204)
+async def recording_status(request: Request, settings: SettingsDep, store: StoreDep, call_id: str = Query("")):
+    """The recording's status callback: keep where the finished recording is and how long it runs."""
+    form = await twilio_form(request, settings)
+    if form.get("RecordingStatus") != "completed":
+        logger.warning(f"Recording for call {call_id} is {form.get('RecordingStatus')}: {form.get('ErrorCode', '')}")
+        return Response(status_code=204)
+    duration = form.get("RecordingDuration", "")
+    record = await store.apply_recording(
+        call_id,
+        form.get("CallSid", ""),
+        form.get("RecordingSid", ""),
+        form.get("RecordingUrl", ""),
+        int(duration) if duration.isdigit() else None,
+    )
+    _found(record, call_id, form)
+    return Response(status_code=204)
