@@ -269,16 +269,19 @@ class CallStore:
             record.status = status
         if status == "in-progress" and record.answered_at is None:
             record.answered_at = at
-            self._event(session, "call.answered", record)
+            if not record.is_final:  # a late `in-progress` completes the history, not the news
+                self._event(session, "call.answered", record)
         if status in FINAL_STATUSES:
             record.ended_at = at
-            if record.answered_at:
-                record.talk_secs = float(call_duration) if call_duration is not None else (at - record.answered_at).total_seconds()
+            if status == "completed" and call_duration is not None:
+                record.talk_secs = float(call_duration)  # Twilio's count, from answer to hang-up
             if status in UNANSWERED_END_REASONS:
                 self._set_end_reason(record, UNANSWERED_END_REASONS[status])
             elif record.claimed_at is None:
                 record.error = record.error or "the call was answered but no bot connected to its stream"
                 self._set_end_reason(record, EndReason.ERROR)
+        if record.talk_secs is None and record.answered_at and record.ended_at:
+            record.talk_secs = max(0.0, (record.ended_at - record.answered_at).total_seconds())
         times = {change["status"]: datetime.fromisoformat(change["at"]) for change in record.timeline}
         if "ringing" in times:
             rang_until = times.get("in-progress") or next((times[s] for s in FINAL_STATUSES if s in times), None)

@@ -1,7 +1,9 @@
 """Shared fixtures: every vendor faked on 127.0.0.1 and the real server in front of them."""
 
 import asyncio
+import os
 import socket
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,10 +125,48 @@ def server_overrides() -> dict:
     return {}
 
 
-@pytest.fixture
-def database_url(tmp_path) -> str:
-    """Where the server under test keeps its records; storage tests run it on PostgreSQL too."""
-    return f"sqlite+aiosqlite:///{tmp_path}/outcall.db"
+POSTGRES_ADMIN_URL = os.environ.get("OUTCALL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+async def create_postgres_database() -> str:
+    """A fresh, empty PostgreSQL database for one test; skips (or fails, in CI) without PostgreSQL."""
+    import asyncpg
+
+    name = f"outcall_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
+    except (OSError, asyncpg.PostgresError) as e:
+        message = f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}: {e}"
+        if os.environ.get("OUTCALL_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message + " (OUTCALL_REQUIRE_POSTGRES=1 makes these tests mandatory)")
+        pytest.skip(message)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
+
+
+async def drop_postgres_database(url: str) -> None:
+    import asyncpg
+
+    admin = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(params=["sqlite"])
+async def database_url(request, tmp_path) -> AsyncIterator[str]:
+    """Where the server under test keeps its records. Parametrize with ["sqlite", "postgresql"]
+    (`@pytest.mark.parametrize("database_url", [...], indirect=True)`) to run on both."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/outcall.db"
+        return
+    url = await create_postgres_database()
+    yield url
+    await drop_postgres_database(url)
 
 
 @pytest.fixture

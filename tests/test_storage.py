@@ -1,0 +1,162 @@
+"""The call store on SQLite and PostgreSQL: migrations, idempotent callbacks, one claim, pagination."""
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select, text
+
+from outcall.call_store import CallStore
+from outcall.calls import CallClaimError, CallConfig
+from outcall.database import Database
+from outcall.models import CallEvent
+from outcall.reports import CallReport, TranscriptTurn
+from outcall.stream_auth import issue_stream_token
+
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+SECRET = "store-test-secret"
+T0 = datetime(2026, 11, 21, 15, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def database(database_url):
+    database = Database(database_url)
+    await database.migrate()
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+def store(database) -> CallStore:
+    return CallStore(database, events_enabled=True)
+
+
+def config(call_id: str | None = None) -> CallConfig:
+    return CallConfig(
+        call_id=call_id or str(uuid.uuid4()),
+        to_number="+14155552671",
+        from_number="+14155550100",
+        system_instruction="Be brief.",
+        greeting="Hello!",
+        wait_for_callee=False,
+        max_duration_secs=600,
+    )
+
+
+async def placed_call(store: CallStore, sid: str = "CA1") -> str:
+    call = config()
+    await store.create(call, variables={"name": "Ada"}, metadata={"crm": 7}, voicemail_action="off", transfer_number=None)
+    await store.dialed(call.call_id, sid)
+    return call.call_id
+
+
+async def events_of(database: Database, call_id: str) -> list[str]:
+    async with database.session() as session:
+        rows = await session.execute(select(CallEvent.type).where(CallEvent.call_id == call_id).order_by(CallEvent.created_at))
+        return list(rows.scalars())
+
+
+async def test_migrations_are_repeatable_and_safe_to_run_concurrently(database_url):
+    first, second = Database(database_url), Database(database_url)
+    if first.is_postgresql:
+        await asyncio.gather(first.migrate(), second.migrate())  # two instances starting together
+    else:  # SQLite serves one instance (documented)
+        await first.migrate()
+        await second.migrate()
+    await first.migrate()
+    async with first.session() as session:
+        version = (await session.execute(text("SELECT version_num FROM alembic_version"))).scalar_one()
+    assert version == "0001"
+    await first.close()
+    await second.close()
+
+
+async def test_status_callbacks_in_any_order_and_repeated_end_the_same(store, database):
+    call_id = await placed_call(store)
+    deliveries = [
+        ("initiated", 0), ("completed", 47), ("ringing", 2),  # ringing arrives after completed
+        ("in-progress", 5), ("completed", 47), ("ringing", 2),  # and duplicates
+        ("busy", 50),  # a second, different final status cannot replace the first
+    ]
+    for status, second in deliveries:
+        await store.apply_status(call_id, "CA1", status, T0 + timedelta(seconds=second), call_duration=42)
+    record = await store.get(call_id)
+    assert record.status == "completed"
+    assert [c["status"] for c in record.timeline] == ["queued", "initiated", "ringing", "in-progress", "completed"]
+    assert (record.ring_secs, record.talk_secs) == (3.0, 42.0)
+    assert record.answered_at == T0 + timedelta(seconds=5)
+    # Answered but no bot ever claimed the stream: that is an error, said plainly.
+    assert record.end_reason == "error" and "no bot" in record.error
+    assert await events_of(database, call_id) == ["call.initiated", "call.ended"]
+
+
+async def test_a_callback_for_another_calls_sid_changes_nothing(store):
+    call_id = await placed_call(store, sid="CA1")
+    assert await store.apply_status(call_id, "CA-other", "completed", T0) is None
+    assert (await store.get(call_id)).status == "queued"
+
+
+async def test_an_unanswered_call_ends_from_the_callback_alone(store, database):
+    call_id = await placed_call(store)
+    await store.apply_status(call_id, "CA1", "ringing", T0)
+    await store.apply_status(call_id, "CA1", "no-answer", T0 + timedelta(seconds=30))
+    record = await store.get(call_id)
+    assert (record.status, record.end_reason, record.ring_secs, record.talk_secs) == ("no-answer", "no-answer", 30.0, None)
+    assert await events_of(database, call_id) == ["call.initiated", "call.ended"]
+
+
+async def test_a_call_is_claimed_once_even_by_racing_instances(database_url, database):
+    stores = [CallStore(database), CallStore(Database(database_url))]
+    call_id = await placed_call(stores[0])
+    assert await stores[0].answered(call_id, "CA1") is not None
+    token = issue_stream_token(SECRET, call_id=call_id, call_sid="CA1", to_number="+14155552671",
+                               from_number="+14155550100", ttl_secs=60)
+    results = await asyncio.gather(
+        *(stores[i % 2].claim(call_id, token, SECRET, 3600) for i in range(10)), return_exceptions=True
+    )
+    won = [r for r in results if isinstance(r, CallConfig)]
+    assert len(won) == 1 and won[0].report_token
+    assert {r.status for r in results if isinstance(r, CallClaimError)} == {409}
+    await stores[1].database.close()
+
+
+async def test_reports_apply_once_and_in_order_and_end_the_call_after_twilio_does(store, database):
+    call_id = await placed_call(store)
+    await store.answered(call_id, "CA1")
+    token = issue_stream_token(SECRET, call_id=call_id, call_sid="CA1", to_number="+14155552671",
+                               from_number="+14155550100", ttl_secs=60)
+    await store.claim(call_id, token, SECRET, 3600)
+    turn = TranscriptTurn(speaker="callee", text="hello", started_at=T0)
+    reply = TranscriptTurn(speaker="bot", text="hi", started_at=T0, latency_ms=640)
+    await store.apply_report(call_id, CallReport(sequence=1, transcript=[turn, reply]))
+    await store.apply_report(call_id, CallReport(sequence=0, transcript=[turn]))  # late, older
+    await store.apply_report(call_id, CallReport(sequence=1, transcript=[turn, reply]))  # retried
+    record = await store.get(call_id)
+    assert [t["text"] for t in record.transcript] == ["hello", "hi"] and record.latencies_ms == [640]
+
+    await store.apply_status(call_id, "CA1", "completed", T0 + timedelta(seconds=9), call_duration=9)
+    assert "call.ended" not in await events_of(database, call_id)  # waits for the bot's last word
+    final = CallReport(sequence=2, final=True, transcript=[turn, reply], summary="Short.", end_reason="callee-hung-up")
+    await store.apply_report(call_id, final)
+    await store.apply_report(call_id, final)
+    record = await store.get(call_id)
+    assert (record.end_reason, record.summary, record.status) == ("callee-hung-up", "Short.", "completed")
+    assert (await events_of(database, call_id)).count("call.ended") == 1
+
+
+async def test_listing_pages_through_every_call_once_newest_first(store, database):
+    ids = [await placed_call(store, sid=f"CA{i}") for i in range(23)]
+    for call_id in ids[:5]:
+        await store.apply_status(call_id, "CA" + str(ids.index(call_id)), "busy", T0)
+    seen, cursor = [], None
+    while True:
+        page, cursor = await store.list(limit=10, cursor=cursor)
+        seen += [r.id for r in page]
+        if cursor is None:
+            break
+    assert seen == list(reversed(ids))
+    busy, _ = await store.list(status="busy", end_reason="busy")
+    assert sorted(r.id for r in busy) == sorted(ids[:5])
+    future, _ = await store.list(created_after=datetime.now(UTC) + timedelta(hours=1))
+    assert future == []
