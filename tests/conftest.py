@@ -107,6 +107,22 @@ class RunningServer:
         headers = {"X-API-Key": api_key} if api_key else {}
         return await self.client.post("/dialout", json=payload, headers=headers)
 
+    async def get(self, path: str, **params) -> httpx.Response:
+        return await self.client.get(path, params=params, headers={"X-API-Key": API_KEY})
+
+    async def record(self, call_id: str, until=lambda record: record["end_reason"], timeout: float = 20) -> dict:
+        """The call's record from GET /calls/{id}, once `until(record)` holds."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            response = await self.get(f"/calls/{call_id}")
+            assert response.status_code == 200, response.text
+            record = response.json()
+            if until(record):
+                return record
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"record never got there: {record}")
+            await asyncio.sleep(0.1)
+
 
 async def start_server(settings: Settings) -> tuple[uvicorn.Server, asyncio.Task]:
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on")
