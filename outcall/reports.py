@@ -73,9 +73,12 @@ class CallProgress:
 class CallReporter:
     """Sends a call's reports to the dial-out server, with bounded retries."""
 
-    def __init__(self, send: Callable[[CallReport], Awaitable[None]], call_id: str):
+    def __init__(
+        self, send: Callable[[CallReport], Awaitable[None]], call_id: str, retry_delays=RETRY_DELAYS_SECS
+    ):
         self._send = send
         self._call_id = call_id
+        self._retry_delays = retry_delays
         self._sequence = 0
         self._pending: asyncio.Task | None = None
 
@@ -104,7 +107,7 @@ class CallReporter:
         return report
 
     async def _deliver(self, report: CallReport) -> bool:
-        for attempt, delay in enumerate((0, *RETRY_DELAYS_SECS)):
+        for delay in (0, *self._retry_delays):
             await asyncio.sleep(delay)
             try:
                 await self._send(report)

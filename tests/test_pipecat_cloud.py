@@ -82,6 +82,11 @@ async def test_the_bot_on_pipecat_cloud_fetches_its_call_and_talks(vendors, serv
     assert vendors.cartesia.spoken_text().endswith("Goodbye!")
     assert {"Status": "completed"} in call.updates
 
+    # The remote bot reported its call over HTTP, with the report token it got at its claim.
+    record = await server.record(response.json()["call_id"], until=lambda r: r["summary"])
+    assert record["end_reason"] == "bot-ended"
+    assert ("callee", "okay thank you goodbye") in [(t["speaker"], t["text"]) for t in record["transcript"]]
+
 
 async def test_a_replayed_stream_is_refused_by_the_server(vendors, server, pipecat_cloud):
     port, sessions = pipecat_cloud
