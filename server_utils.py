@@ -119,7 +119,7 @@ async def make_twilio_call(client: TwilioClient, settings: Settings, call: CallC
     is never kept waiting) and reports to /twilio/amd when a machine's greeting ends.
     """
     options: dict[str, Any] = {}
-    if call.voicemail_action != "off" and settings.voicemail_detection == "twilio":
+    if call.voicemail_action != "off":
         options.update(
             machine_detection="DetectMessageEnd",
             async_amd="true",

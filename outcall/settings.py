@@ -74,7 +74,6 @@ class Settings(BaseSettings):
     call_outcomes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_OUTCOMES))
     summary_prompt: str | None = None  # None: outcall.outcomes.DEFAULT_SUMMARY_PROMPT
     voicemail: Literal["off", "hangup", "leave_message"] = "off"
-    voicemail_detection: Literal["twilio", "pipecat"] = "twilio"
     voicemail_message: str | None = None  # template; None: outcall.prompts.DEFAULT_VOICEMAIL_MESSAGE
     voicemail_voice: str = "Polly.Joanna-Neural"
     transfer_number: str | None = None
