@@ -5,7 +5,7 @@ with the report token it received when it claimed the call.
 """
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from loguru import logger

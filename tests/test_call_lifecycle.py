@@ -1,7 +1,6 @@
 """Call records end to end: every call, answered or not, leaves a complete, durable record."""
 
 import asyncio
-import hashlib
 import hmac
 
 import pytest

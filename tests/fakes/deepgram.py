@@ -5,7 +5,6 @@ sends interim `Results`; at `Finalize` (or after 500 ms of silence) it sends the
 `Results` with the next scripted transcript. Authentication is `Authorization: Token <key>`.
 """
 
-import asyncio
 import json
 import uuid
 from http import HTTPStatus
