@@ -161,7 +161,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             config,
             variables=body.variables,
             metadata=body.metadata,
-            voicemail_action=config.voicemail_action,
             transfer_number=body.transfer_number or settings.transfer_number,
         )
         record = settings.recording if body.record is None else body.record

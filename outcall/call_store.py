@@ -44,7 +44,6 @@ class CallStore:
         *,
         variables: dict,
         metadata: dict,
-        voicemail_action: str,
         transfer_number: str | None,
     ) -> CallRecord:
         """The record of a call about to be dialed, written before Twilio is asked."""
@@ -57,7 +56,7 @@ class CallStore:
             config=config.model_dump(),
             status="queued",
             timeline=[{"status": "queued", "at": utcnow().isoformat()}],
-            voicemail_action=voicemail_action,
+            voicemail_action=config.voicemail_action,
             transfer_number=transfer_number,
             transcript=[],
             latencies_ms=[],

@@ -1,4 +1,4 @@
-"""FastAPI dependencies shared by the server's routes: settings, storage, Twilio, and auth."""
+"""FastAPI dependencies shared by the server's routes: settings, storage, and auth."""
 
 import hmac
 from typing import Annotated
@@ -19,13 +19,8 @@ def get_store(request: Request) -> CallStore:
     return request.app.state.store
 
 
-def get_twilio(request: Request) -> TwilioClient | None:
-    return request.app.state.twilio
-
-
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[CallStore, Depends(get_store)]
-TwilioDep = Annotated[TwilioClient | None, Depends(get_twilio)]
 
 
 def bearer_token(request: Request) -> str | None:
@@ -58,7 +53,8 @@ def require_report_token(call_id: str, request: Request, settings: SettingsDep) 
         raise HTTPException(401, f"Send the call's report token as Authorization: Bearer <token> ({e})")
 
 
-def require_twilio(twilio: TwilioDep) -> TwilioClient:
+def require_twilio(twilio: TwilioClient | None) -> TwilioClient:
+    """The server's Twilio client, or a 503 saying which settings are missing."""
     if twilio is None:
         raise HTTPException(503, "Twilio is not configured: set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
     return twilio
