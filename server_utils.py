@@ -1,13 +1,12 @@
 """Twilio glue for the dial-out server: request models, placing calls, TwiML and signatures."""
 
 import re
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlencode
 
-import phonenumbers
 from fastapi import HTTPException, Request
 from loguru import logger
-from pydantic import AfterValidator, BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.request_validator import RequestValidator
@@ -15,26 +14,11 @@ from twilio.rest import Client as TwilioClient
 from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 
 from outcall.calls import CallConfig, VoicemailAction
+from outcall.phone_numbers import PhoneNumber
 from outcall.prompts import Variables
 from outcall.settings import Settings
 
-E164_EXAMPLE = "+14155552671"
-_E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 TWIML_MAX_CHARS = 4000  # Twilio's cap on inline TwiML
-
-
-def _e164(value: str) -> str:
-    if not _E164.match(value):
-        raise ValueError(
-            f"must be a phone number in E.164 form: '+', country code and number, "
-            f"no spaces or dashes, like {E164_EXAMPLE}"
-        )
-    if not phonenumbers.is_valid_number(phonenumbers.parse(value, None)):
-        raise ValueError(f"{value} is not a valid phone number (expected a form like {E164_EXAMPLE})")
-    return value
-
-
-PhoneNumber = Annotated[str, AfterValidator(_e164)]
 
 
 class DialoutRequest(BaseModel):

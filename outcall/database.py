@@ -18,7 +18,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import DateTime, event
+from sqlalchemy import DateTime, Insert, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.types import TypeDecorator
@@ -39,6 +40,12 @@ class UTCDateTime(TypeDecorator):
 
     def process_result_value(self, value: datetime | None, dialect):
         return value.replace(tzinfo=UTC) if value is not None else None
+
+
+def insert_ignoring_duplicates(dialect_name: str, table) -> Insert:
+    """INSERT … ON CONFLICT DO NOTHING, on either engine."""
+    insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
+    return insert(table).on_conflict_do_nothing()
 
 
 def utcnow() -> datetime:

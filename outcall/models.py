@@ -1,10 +1,10 @@
-"""The tables: one row per call, and the outbox of events for the call-events webhook."""
+"""The tables: calls, the outbox of call events, campaigns, their contacts, and the do-not-call list."""
 
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Float, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from outcall.database import UTCDateTime, utcnow
@@ -78,9 +78,12 @@ class CallRecord(Base):
     answered_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
     ended_event_sent: Mapped[bool] = mapped_column(default=False)
+    campaign_id: Mapped[str | None] = mapped_column(String(36))
+    contact_id: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (
         Index("ix_calls_created", "created_at", "id"),
+        Index("ix_calls_campaign_created", "campaign_id", "created_at"),
         Index("ix_calls_status_created", "status", "created_at"),
         Index("ix_calls_outcome_created", "outcome", "created_at"),
     )
@@ -107,3 +110,77 @@ class CallEvent(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (Index("ix_call_events_due", "delivered_at", "given_up_at", "next_attempt_at"),)
+
+
+class CampaignStatus(StrEnum):
+    DRAFT = "draft"  # created; contacts can be imported
+    RUNNING = "running"
+    PAUSED = "paused"  # by the operator, or by the circuit breaker (see paused_reason)
+    STOPPED = "stopped"  # by the operator; nothing more is dialed
+    COMPLETED = "completed"  # every contact done, or the end date passed
+
+
+class Campaign(Base):
+    """A list of contacts called with one script, within calling hours, at a set pace."""
+
+    __tablename__ = "campaigns"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default=CampaignStatus.DRAFT.value)
+    status_reason: Mapped[str | None] = mapped_column(Text)  # why it paused or completed
+    settings: Mapped[dict[str, Any]]  # the CampaignSettings the operator gave (outcall/campaigns.py)
+    next_from_index: Mapped[int] = mapped_column(Integer, default=0)  # rotation through the number pool
+    next_dial_at: Mapped[datetime | None]  # pacing: no dial of this campaign before then
+    dial_day: Mapped[str | None] = mapped_column(String(10))  # the campaign-local day dials_today counts
+    dials_today: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None]
+
+
+class ContactState(StrEnum):
+    PENDING = "pending"  # waiting for next_attempt_at (and its calling window)
+    DIALING = "dialing"  # claimed by a dispatcher; Twilio is being asked
+    CALLING = "calling"  # Twilio has the call; it holds a concurrency slot until it ends
+    DONE = "done"  # see done_reason
+
+
+IN_FLIGHT = (ContactState.DIALING.value, ContactState.CALLING.value)
+
+
+class Contact(Base):
+    """One person to call in a campaign, and where their calling stands."""
+
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    campaign_id: Mapped[str] = mapped_column(String(36), ForeignKey("campaigns.id", ondelete="CASCADE"))
+    phone: Mapped[str] = mapped_column(String(20))
+    variables: Mapped[dict[str, Any]]
+    timezone: Mapped[str] = mapped_column(String(64))
+    row_number: Mapped[int | None] = mapped_column(Integer)  # line in the imported file
+    state: Mapped[str] = mapped_column(String(10), default=ContactState.PENDING.value)
+    next_attempt_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    current_call_id: Mapped[str | None] = mapped_column(String(36))
+    last_call_id: Mapped[str | None] = mapped_column(String(36))
+    last_end_reason: Mapped[str | None] = mapped_column(String(24))
+    done_reason: Mapped[str | None] = mapped_column(String(32))
+    updated_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ux_contacts_campaign_phone", "campaign_id", "phone", unique=True),
+        Index("ix_contacts_due", "campaign_id", "state", "next_attempt_at"),
+    )
+
+
+class DoNotCall(Base):
+    """A number never to be dialed, by any campaign or by /dialout."""
+
+    __tablename__ = "do_not_call"
+
+    phone: Mapped[str] = mapped_column(String(20), primary_key=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(16))  # api, import, cli, outcome
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,140 @@
+"""Importing a campaign's contacts from a CSV file, streamed, in bounded memory.
+
+Rows are read and checked by outcall/contact_file.py, then stored here in batches, each its
+own transaction, so memory stays flat for any file size. Duplicates within the file and the
+campaign, and numbers on the do-not-call list, are reported per row like any other bad row.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from outcall.campaigns import CampaignSettings
+from outcall.contact_file import ContactFile, ContactRow, FileOptions, RowError
+from outcall.database import Database
+from outcall.models import Campaign, Contact, ContactState
+
+REPORTED_ERRORS = 1000  # kept in ImportResult; every error also goes to `on_error`
+
+
+@dataclass
+class ImportResult:
+    imported: int = 0
+    rejected: int = 0
+    errors: list[RowError] = field(default_factory=list)  # the first REPORTED_ERRORS
+
+    @property
+    def errors_truncated(self) -> bool:
+        return self.rejected > len(self.errors)
+
+
+class ContactImport:
+    """One import of one CSV file into one campaign."""
+
+    def __init__(
+        self,
+        database: Database,
+        campaign: Campaign,
+        path: str | Path,
+        *,
+        now: datetime,
+        phone_column: str | None = None,
+        timezone_column: str | None = None,
+        encoding: str | None = None,
+        on_error: Callable[[RowError], None] = lambda error: None,
+        on_progress: Callable[[int], None] = lambda bytes_read: None,
+    ):
+        settings = CampaignSettings.model_validate(campaign.settings)
+        self.database = database
+        self.campaign_id = campaign.id
+        self.path = str(path)
+        self.now = now
+        self.options = FileOptions(
+            campaign_timezone=settings.timezone,
+            default_country=settings.default_country,
+            phone_column=phone_column,
+            timezone_column=timezone_column,
+            encoding=encoding,
+            needed_columns=frozenset(settings.placeholders() - set(settings.variables)),
+        )
+        self.on_error = on_error
+        self.on_progress = on_progress
+        self.result = ImportResult()
+
+    async def run(self) -> ImportResult:
+        """Import every good row; ImportRefused (before anything is stored) if the file cannot be read."""
+        with open(self.path, "rb") as source:
+            contacts = ContactFile(source, self.options)
+            for rows, errors in contacts.batches():
+                for error in errors:
+                    self._reject(error)
+                if rows:
+                    await self._store(rows)
+                self.on_progress(contacts.bytes_read)
+        return self.result
+
+    def _reject(self, error: RowError) -> None:
+        self.result.rejected += 1
+        if len(self.result.errors) < REPORTED_ERRORS:
+            self.result.errors.append(error)
+        self.on_error(error)
+
+    async def _store(self, rows: list[ContactRow]) -> None:
+        unique: dict[str, ContactRow] = {}
+        for row in rows:
+            if row.phone in unique:
+                self._reject(RowError(row.line, row.phone, f"duplicate of row {unique[row.phone].line}"))
+            else:
+                unique[row.phone] = row
+        async with self.database.write() as session:
+            connection = await session.connection()
+            blocked = await _on_do_not_call(connection, list(unique))
+            for phone in blocked:
+                self._reject(RowError(unique.pop(phone).line, phone, "on the do-not-call list"))
+            inserted = await self._insert(connection, list(unique.values())) if unique else set()
+        for phone, row in unique.items():
+            if phone not in inserted:
+                self._reject(RowError(row.line, phone, "already in this campaign"))
+        self.result.imported += len(inserted)
+
+    async def _insert(self, connection: AsyncConnection, rows: list[ContactRow]) -> set[str]:
+        """Insert what is new to the campaign and return those numbers: one multi-row statement at
+        the driver level, each value prepared by its column's SQLAlchemy type (the import's hot path)."""
+        dialect = connection.dialect
+        table = Contact.__table__
+        to_json = table.c.variables.type.bind_processor(dialect)
+        due = table.c.next_attempt_at.type.bind_processor(dialect)(self.now)
+        pending = ContactState.PENDING.value
+        values = [
+            value
+            for r in rows
+            for value in (self.campaign_id, r.phone, to_json(r.variables), r.timezone, r.line, pending, due, 0)
+        ]
+        width = len(_INSERT_COLUMNS)
+        tuples = ", ".join(f"({_placeholders(dialect.paramstyle, width, 1 + i * width)})" for i in range(len(rows)))
+        sql = (
+            f"INSERT INTO contacts ({', '.join(_INSERT_COLUMNS)}) VALUES {tuples} "
+            f"ON CONFLICT (campaign_id, phone) DO NOTHING RETURNING phone"
+        )
+        return set((await connection.exec_driver_sql(sql, tuple(values))).scalars())
+
+
+_INSERT_COLUMNS = ("campaign_id", "phone", "variables", "timezone", "row_number", "state", "next_attempt_at", "attempts")
+
+
+def _placeholders(paramstyle: str, count: int, first: int = 1) -> str:
+    if paramstyle == "numeric_dollar":
+        return ", ".join(f"${i}" for i in range(first, first + count))
+    return ", ".join(["?" if paramstyle == "qmark" else "%s"] * count)
+
+
+async def _on_do_not_call(connection: AsyncConnection, phones: list[str]) -> set[str]:
+    if connection.dialect.name == "postgresql":  # one array parameter: the plan stays on the index
+        result = await connection.exec_driver_sql("SELECT phone FROM do_not_call WHERE phone = ANY($1)", (phones,))
+    else:
+        marks = _placeholders(connection.dialect.paramstyle, len(phones))
+        result = await connection.exec_driver_sql(f"SELECT phone FROM do_not_call WHERE phone IN ({marks})", tuple(phones))
+    return set(result.scalars())

@@ -1,0 +1,113 @@
+"""Phone numbers as contacts arrive: normalised to E.164, validated, and placed in a time zone.
+
+phonenumbers does the work. Imports run this for every row, so the common case (a number
+already written as +<digits>) skips the general parser, and the per-area-code lookups that do
+not depend on the rest of the number are cached.
+"""
+
+import re
+from functools import lru_cache
+from typing import Annotated
+
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneNumberFormat
+from phonenumbers.tzdata import TIMEZONE_DATA, TIMEZONE_LONGEST_PREFIX
+from pydantic import AfterValidator
+
+_PUNCTUATION = re.compile(r"[\s\-().]")
+_PLUS_DIGITS = re.compile(r"^\+[1-9]\d{6,14}$")
+_UNKNOWN_ZONE = "Etc/Unknown"
+
+
+E164_EXAMPLE = "+14155552671"
+_E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+
+
+def _e164(value: str) -> str:
+    if not _E164.match(value):
+        raise ValueError(
+            f"must be a phone number in E.164 form: '+', country code and number, "
+            f"no spaces or dashes, like {E164_EXAMPLE}"
+        )
+    if not phonenumbers.is_valid_number(phonenumbers.parse(value, None)):
+        raise ValueError(f"{value} is not a valid phone number (expected a form like {E164_EXAMPLE})")
+    return value
+
+
+PhoneNumber = Annotated[str, AfterValidator(_e164)]
+"""An E.164 number in an API request (strict: the API's callers write numbers exactly)."""
+
+
+class NumberError(ValueError):
+    """A phone number that cannot be called, with the reason in words."""
+
+
+def to_e164(raw: str, default_region: str | None = None) -> str:
+    """`raw` as an E.164 number (+14155552671). Numbers without a country code are read as in
+    `default_region` (e.g. "US"); without one they are refused."""
+    text = raw.strip()
+    if not text:
+        raise NumberError("no phone number")
+    compact = _PUNCTUATION.sub("", text)
+    number = _from_plus_digits(compact) if _PLUS_DIGITS.match(compact) else None
+    if number is not None:
+        if not _is_valid(number):
+            raise NumberError(f"{raw!r} is not a valid phone number for its country")
+        return compact  # built from exactly these digits: already E.164
+    try:
+        number = phonenumbers.parse(text, default_region)
+    except NumberParseException as e:
+        if e.error_type == NumberParseException.INVALID_COUNTRY_CODE and not default_region:
+            raise NumberError(
+                f"{raw!r} has no country code: write it as +<country code><number> "
+                f"(like +14155552671) or set the campaign's default_country"
+            ) from None
+        raise NumberError(f"{raw!r} is not a phone number ({e._msg})") from None
+    if not _is_valid(number):
+        raise NumberError(f"{raw!r} is not a valid phone number for its country")
+    return phonenumbers.format_number(number, PhoneNumberFormat.E164)
+
+
+def _from_plus_digits(compact: str) -> phonenumbers.PhoneNumber | None:
+    digits = compact[1:]
+    for length in (1, 2, 3):  # country codes are prefix-free
+        code = int(digits[:length])
+        if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            national = digits[length:]
+            if national.startswith("0"):
+                return None  # an Italian-style leading zero: let the full parser handle it
+            return phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
+    return None
+
+
+def _is_valid(number: phonenumbers.PhoneNumber) -> bool:
+    if number.country_code == 1:  # North America: the area code alone decides the country
+        region = _nanp_region(str(number.national_number)[:3])
+    else:
+        region = phonenumbers.region_code_for_number(number)
+    return region is not None and phonenumbers.is_valid_number_for_region(number, region)
+
+
+@lru_cache(maxsize=2048)
+def _nanp_region(area_code: str) -> str | None:
+    return phonenumbers.region_code_for_number(phonenumbers.PhoneNumber(country_code=1, national_number=int(area_code + "5550100")))
+
+
+def time_zone_for(e164: str, fallback: str) -> str:
+    """The number's time zone from phonenumbers' data. A number that spans several zones takes
+    `fallback` (the campaign's) when it is one of them, else the first listed; a number with no
+    known zone takes `fallback`."""
+    zones = _zones(e164)
+    if not zones:
+        return fallback
+    return fallback if fallback in zones else zones[0]
+
+
+def _zones(e164: str) -> tuple[str, ...]:
+    """phonenumbers' longest-prefix lookup in its time-zone table, on the E.164 digits."""
+    digits = e164[1:]
+    for length in range(min(TIMEZONE_LONGEST_PREFIX, len(digits)), 0, -1):
+        zones = TIMEZONE_DATA.get(digits[:length])
+        if zones:
+            return tuple(z for z in zones if z != _UNKNOWN_ZONE)
+    return ()
