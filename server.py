@@ -8,6 +8,7 @@ Routes:
 - GET  /calls/{call_id}/config  a bot on Pipecat Cloud claims its call (stream token)
 - WS   /ws                      Twilio's media stream, when the bot runs in this process
 - /calls…                       call records, hang-up, bot reports (outcall/calls_api.py)
+- /campaigns…, /do-not-call…    campaigns, their contacts, the do-not-call list (outcall/campaigns_api.py)
 - /twilio/…                     status, answering-machine and recording callbacks (outcall/twilio_webhooks.py)
 - GET  /health
 """
@@ -22,9 +23,13 @@ from loguru import logger
 from pipecat.runner.types import WebSocketRunnerArguments
 
 import bot
-from outcall import calls_api, prompts, twilio_webhooks
+from outcall import calls_api, campaigns_api, prompts, twilio_webhooks
 from outcall.call_events import CallEventDelivery
 from outcall.call_store import CallStore
+from outcall.campaign_store import CampaignStore
+from outcall.clock import Clock, SystemClock
+from outcall.dispatcher import Dispatcher
+from outcall.do_not_call import DoNotCallList
 from outcall.calls import CallClaimError, CallConfig, render_call_config
 from outcall.database import Database
 from outcall.reports import CallReport
@@ -44,12 +49,17 @@ from server_utils import (
 )
 
 
-def require_calling_configured(settings: SettingsDep) -> None:
-    missing = [
+def calling_not_configured(settings: Settings) -> list[str]:
+    """The settings calls need that are missing."""
+    return [
         name
         for name in ("SERVER_URL", "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "STREAM_SECRET")
         if not getattr(settings, name.lower())
     ]
+
+
+def require_calling_configured(settings: SettingsDep) -> None:
+    missing = calling_not_configured(settings)
     if missing:
         raise HTTPException(503, f"Calling is not configured: set {', '.join(missing)} on the server")
 
@@ -110,8 +120,9 @@ class InProcessServerLink:
             return False
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
     settings = settings or Settings()
+    clock = clock or SystemClock()
     errors = settings.production_errors()
     if errors:
         raise RuntimeError("; ".join(errors))
@@ -127,10 +138,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             delivery = CallEventDelivery(database, settings.call_events_webhook_url, events_secret)
             delivery.start()
         app.state.store = CallStore(
-            database, events_enabled=delivery is not None, on_event=delivery.wake if delivery else lambda: None
+            database, events_enabled=delivery is not None, on_event=delivery.wake if delivery else lambda: None, clock=clock
         )
+        app.state.campaigns = CampaignStore(database, clock)
+        app.state.do_not_call = DoNotCallList(database)
         app.state.twilio = create_twilio_client(settings) if settings.twilio_account_sid else None
+        app.state.dispatcher = None
+        if settings.dialer_enabled and app.state.twilio and not calling_not_configured(settings):
+            app.state.dispatcher = Dispatcher(database, app.state.store, settings, app.state.twilio, clock)
+            app.state.dispatcher.start()
         yield
+        if app.state.dispatcher:
+            await app.state.dispatcher.stop()
         if delivery:
             await delivery.stop()
         if app.state.twilio:
@@ -140,6 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="outcall", lifespan=lifespan)
     app.state.settings = settings
     app.include_router(calls_api.router)
+    app.include_router(campaigns_api.router)
     app.include_router(twilio_webhooks.router)
 
     @app.exception_handler(TwilioCallError)
@@ -157,6 +177,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     async def dialout(body: DialoutRequest, request: Request, settings: SettingsDep, store: StoreDep):
         config = build_call_config(body, settings)
+        if await request.app.state.do_not_call.get(config.to_number):
+            raise HTTPException(409, f"{config.to_number} is on the do-not-call list; remove it there to call it")
         await store.create(
             config,
             variables=body.variables,

@@ -1,6 +1,7 @@
 """Twilio glue for the dial-out server: request models, placing calls, TwiML and signatures."""
 
 import re
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -153,6 +154,30 @@ async def update_twilio_call(
     except Exception as e:
         logger.error(f"Twilio API unreachable: {type(e).__name__}: {e}")
         raise TwilioCallError(502, f"Twilio API unreachable ({type(e).__name__}); the call was not changed")
+
+
+async def fetch_twilio_call(client: TwilioClient, call_sid: str):
+    """Twilio's current view of a call (status, end_time, duration); TwilioCallError if it cannot say."""
+    try:
+        return await client.calls(call_sid).fetch_async()
+    except TwilioRestException as e:
+        raise _twilio_call_error(e)
+    except Exception as e:
+        raise TwilioCallError(502, f"Twilio API unreachable ({type(e).__name__})")
+
+
+async def find_twilio_call(client: TwilioClient, to_number: str, from_number: str, since: datetime):
+    """The call from `from_number` to `to_number` Twilio created at or after `since`, if any: how a
+    dial whose response was lost (the server stopped mid-request) is found again."""
+    try:
+        calls = await client.calls.list_async(to=to_number, from_=from_number, limit=20)
+    except TwilioRestException as e:
+        raise _twilio_call_error(e)
+    except Exception as e:
+        raise TwilioCallError(502, f"Twilio API unreachable ({type(e).__name__})")
+    # Twilio's timestamps have whole seconds.
+    mine = [c for c in calls if c.date_created and c.date_created >= since.replace(microsecond=0)]
+    return min(mine, key=lambda c: c.date_created) if mine else None
 
 
 def _twilio_call_error(e: TwilioRestException) -> TwilioCallError:

@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from outcall.call_events import add_event
 from outcall.calls import CallClaimError, CallConfig
+from outcall.clock import Clock, SystemClock
+from outcall.contact_calls import follow_call
 from outcall.database import Database, utcnow
 from outcall.models import FINAL_STATUSES, STATUS_ORDER, CallRecord, EndReason, status_rank
 from outcall.reports import CallReport
@@ -31,23 +33,33 @@ UNANSWERED_END_REASONS = {
 class CallStore:
     """All reads and writes of call records."""
 
-    def __init__(self, database: Database, *, events_enabled: bool = False, on_event: Callable[[], None] = lambda: None):
+    def __init__(
+        self,
+        database: Database,
+        *,
+        events_enabled: bool = False,
+        on_event: Callable[[], None] = lambda: None,
+        clock: Clock | None = None,
+    ):
         self.database = database
         self.events_enabled = events_enabled
         self._on_event = on_event
+        self.clock = clock or SystemClock()
 
     # --- creation and dialing ----------------------------------------------------------------
 
-    async def create(
-        self,
+    @staticmethod
+    def new_record(
         config: CallConfig,
         *,
         variables: dict,
         metadata: dict,
         transfer_number: str | None,
+        campaign_id: str | None = None,
+        contact_id: int | None = None,
     ) -> CallRecord:
-        """The record of a call about to be dialed, written before Twilio is asked."""
-        record = CallRecord(
+        """The record of a call about to be dialed, to be written before Twilio is asked."""
+        return CallRecord(
             id=config.call_id,
             to_number=config.to_number,
             from_number=config.from_number,
@@ -60,7 +72,12 @@ class CallStore:
             transfer_number=transfer_number,
             transcript=[],
             latencies_ms=[],
+            campaign_id=campaign_id,
+            contact_id=contact_id,
         )
+
+    async def create(self, config: CallConfig, *, variables: dict, metadata: dict, transfer_number: str | None) -> CallRecord:
+        record = self.new_record(config, variables=variables, metadata=metadata, transfer_number=transfer_number)
         async with self.database.write() as session:
             session.add(record)
         return record
@@ -71,6 +88,7 @@ class CallStore:
             record = await self._locked(session, call_id)
             record.call_sid = record.call_sid or call_sid
             self._event(session, "call.initiated", record)
+            await self._follow(session, record)
 
     async def dial_refused(self, call_id: str, error: str) -> None:
         """Twilio refused or could not be reached: the call failed before it began."""
@@ -79,6 +97,16 @@ class CallStore:
             record.error = error
             self._set_end_reason(record, EndReason.ERROR)
             self._apply_status(session, record, "failed", utcnow())
+            await self._follow(session, record)
+
+    async def dial_abandoned(self, call_id: str, error: str) -> None:
+        """The dial never reached Twilio (the server stopped first): the attempt did not happen."""
+        async with self.database.write() as session:
+            record = await self._locked(session, call_id)
+            record.error = error
+            self._set_end_reason(record, EndReason.ERROR)
+            self._apply_status(session, record, "canceled", utcnow())
+            await self._follow(session, record, attempted=False)
 
     # --- Twilio's webhooks -------------------------------------------------------------------
 
@@ -90,6 +118,7 @@ class CallStore:
             record = await self._locked_for_twilio(session, call_id, call_sid)
             if record is not None:
                 self._apply_status(session, record, status, at, call_duration)
+                await self._follow(session, record)
             return record
 
     async def answered(self, call_id: str, call_sid: str) -> CallConfig | None:
@@ -181,6 +210,7 @@ class CallStore:
                 if report.end_reason:
                     self._set_end_reason(record, report.end_reason)
                 self._maybe_ended(session, record)
+            await self._follow(session, record)
             return record
 
     async def set_end_reason(self, call_id: str, reason: EndReason) -> None:
@@ -229,6 +259,11 @@ class CallStore:
         return records[:limit], encode_cursor(last.created_at, last.id)
 
     # --- internals ---------------------------------------------------------------------------
+
+    async def _follow(self, session: AsyncSession, record: CallRecord, attempted: bool = True) -> None:
+        """A campaign call's contact follows its call, in the same transaction."""
+        if record.contact_id is not None:
+            await follow_call(session, record, self.clock.now(), self.database.is_postgresql, attempted)
 
     async def _locked(self, session: AsyncSession, call_id: str) -> CallRecord:
         query = select(CallRecord).where(CallRecord.id == call_id)

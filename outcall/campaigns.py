@@ -137,7 +137,7 @@ class CampaignView(BaseModel):
     settings: CampaignSettings
     created_at: datetime
     updated_at: datetime
-    started_at: datetime | None
+    running_since: datetime | None
     stats: CampaignStats | None = None
 
 

@@ -29,7 +29,10 @@ class ImportRefused(ValueError):
     """The file as a whole cannot be imported (nothing was): no phone column, bad header, encoding."""
 
 
-class RowError(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class RowError:
+    """A row that was not imported, and why."""
+
     row: int  # line number in the file; the header is line 1
     phone: str
     reason: str

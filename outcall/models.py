@@ -136,7 +136,7 @@ class Campaign(Base):
     dials_today: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-    started_at: Mapped[datetime | None]
+    running_since: Mapped[datetime | None]  # last start or resume: the circuit breaker looks no further back
 
 
 class ContactState(StrEnum):

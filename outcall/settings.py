@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     call_events_webhook_url: str | None = None
     call_events_secret: SecretStr | None = None
 
+    # Campaigns
+    dialer_enabled: bool = True  # run the campaign dispatcher in this server instance
+
     @field_validator("env", mode="before")
     @classmethod
     def _lowercase_env(cls, value: str) -> str:

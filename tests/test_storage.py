@@ -5,11 +5,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import select, text
 
 from outcall.call_store import CallStore
 from outcall.calls import CallClaimError, CallConfig
-from outcall.database import Database
+from outcall.database import Database, alembic_config
 from outcall.models import CallEvent
 from outcall.reports import CallReport, TranscriptTurn
 from outcall.stream_auth import issue_stream_token
@@ -67,7 +68,7 @@ async def test_migrations_are_repeatable_and_safe_to_run_concurrently(database_u
     await first.migrate()
     async with first.session() as session:
         version = (await session.execute(text("SELECT version_num FROM alembic_version"))).scalar_one()
-    assert version == "0001"
+    assert version == ScriptDirectory.from_config(alembic_config()).get_current_head() == "0002"
     await first.close()
     await second.close()
 

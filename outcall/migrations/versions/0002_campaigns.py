@@ -30,7 +30,7 @@ def upgrade() -> None:
     sa.Column('dials_today', sa.Integer(), nullable=False),
     sa.Column('created_at', outcall.database.UTCDateTime(), nullable=False),
     sa.Column('updated_at', outcall.database.UTCDateTime(), nullable=False),
-    sa.Column('started_at', outcall.database.UTCDateTime(), nullable=True),
+    sa.Column('running_since', outcall.database.UTCDateTime(), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
     op.create_table('do_not_call',

@@ -1,0 +1,332 @@
+"""The dispatcher: a loop in the server that dials each running campaign's due contacts.
+
+Every decision is made in the database, so several server instances sharing PostgreSQL can run
+it at once: a campaign's row is locked (`FOR UPDATE SKIP LOCKED`) while its next dials are
+chosen, so its concurrency, pacing and daily cap are counted by one instance at a time, and
+contacts are claimed by moving them to `dialing` in that same transaction. A contact is
+dialed only inside its calling window and never while it is on the do-not-call list.
+
+A call's slot is freed when Twilio reports its end, whatever the end (outcall/contact_calls.py).
+After a crash, `reconcile` asks Twilio about every attempt left `dialing` or `calling`.
+On SQLite, one server instance is the supported limit.
+"""
+
+import asyncio
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from loguru import logger
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from twilio.rest import Client as TwilioClient
+
+from outcall import do_not_call, prompts
+from outcall.call_store import CallStore
+from outcall.calling_windows import is_open, next_opening, zone
+from outcall.calls import CallConfig, render_call_config
+from outcall.campaigns import CampaignSettings
+from outcall.clock import Clock
+from outcall.contact_calls import DoneReason
+from outcall.database import Database
+from outcall.models import IN_FLIGHT, FINAL_STATUSES, Campaign, CampaignStatus, CallRecord, Contact, ContactState
+from outcall.settings import Settings
+from server_utils import TwilioCallError, fetch_twilio_call, find_twilio_call, make_twilio_call
+
+TICK_SECS = 0.25
+RECONCILE_EVERY_SECS = 30
+STALE_AFTER = timedelta(seconds=60)  # longer than any dial can take (Twilio's 15 s timeout, pacing)
+BREAKER_WINDOW = 20  # the circuit breaker judges a campaign's last 20 ended calls…
+BREAKER_MIN_CALLS = 5  # …once it has at least 5…
+BREAKER_FAILURE_RATE = 0.5  # …and pauses it when half or more failed
+
+
+@dataclass
+class Dial:
+    """A claimed contact's call, to be placed at `at`."""
+
+    campaign_id: str
+    config: CallConfig
+    record: bool
+    at: datetime
+
+
+class Dispatcher:
+    """Dials due contacts of running campaigns, within their windows and limits."""
+
+    def __init__(self, database: Database, store: CallStore, settings: Settings, twilio: TwilioClient, clock: Clock):
+        self.database = database
+        self.store = store
+        self.settings = settings
+        self.twilio = twilio
+        self.clock = clock
+        self._task: asyncio.Task | None = None
+        self._dials: set[asyncio.Task] = set()
+        self._wake = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    def wake(self) -> None:
+        """Look at the campaigns now (a campaign started or resumed, contacts were added)."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Stop choosing contacts; let dials already under way finish."""
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.gather(*self._dials, return_exceptions=True)
+
+    async def _run(self) -> None:
+        last_reconcile = None
+        while True:
+            try:
+                now = self.clock.now()
+                if last_reconcile is None or now - last_reconcile >= timedelta(seconds=RECONCILE_EVERY_SECS):
+                    await self.reconcile()
+                    last_reconcile = now
+                await self.dispatch()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("Dispatcher pass failed; retrying")
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), TICK_SECS)
+            except TimeoutError:
+                pass
+
+    # --- choosing whom to call -----------------------------------------------------------------
+
+    async def dispatch(self) -> int:
+        """One pass over the running campaigns; returns how many dials it started."""
+        async with self.database.session() as session:
+            running = list(
+                (await session.execute(select(Campaign.id).where(Campaign.status == CampaignStatus.RUNNING))).scalars()
+            )
+        started = 0
+        for campaign_id in running:
+            for dial in await self._claim(campaign_id):
+                task = asyncio.create_task(self._dial(dial))
+                self._dials.add(task)
+                task.add_done_callback(self._dials.discard)
+                started += 1
+        return started
+
+    async def _claim(self, campaign_id: str) -> list[Dial]:
+        """Choose and claim the campaign's next dials, in one transaction under its row lock."""
+        now = self.clock.now()
+        async with self.database.write() as session:
+            query = select(Campaign).where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.RUNNING)
+            if self.database.is_postgresql:
+                query = query.with_for_update(skip_locked=True)  # another instance is deciding for it
+            campaign = (await session.execute(query)).scalar_one_or_none()
+            if campaign is None:
+                return []
+            settings = CampaignSettings.model_validate(campaign.settings)
+            if await self._should_stop(session, campaign, settings, now):
+                return []
+            today = now.astimezone(zone(settings.timezone)).date().isoformat()
+            if campaign.dial_day != today:
+                campaign.dial_day, campaign.dials_today = today, 0
+            in_flight = await session.scalar(
+                select(func.count()).where(Contact.campaign_id == campaign_id, Contact.state.in_(IN_FLIGHT))
+            )
+            slots = settings.max_concurrent_calls - in_flight
+            if settings.daily_cap is not None:
+                slots = min(slots, settings.daily_cap - campaign.dials_today)
+            # Pacing: dials go out 1/calls_per_second apart; claim only those due within the next second.
+            first_at = max(now, campaign.next_dial_at or now)
+            spacing = timedelta(seconds=1 / settings.calls_per_second)
+            horizon = now + timedelta(seconds=1)
+            paced = 0 if first_at > horizon else max(int(first_at <= now), math.floor((horizon - first_at) / spacing))
+            slots = min(slots, paced)
+            if slots <= 0:
+                return []
+            candidates = await self._due_contacts(session, campaign_id, now, limit=slots * 4)
+            if not candidates:
+                if in_flight == 0 and not await self._any_left(session, campaign_id):
+                    campaign.status, campaign.status_reason = CampaignStatus.COMPLETED.value, "every contact is done"
+                    logger.info(f"Campaign {campaign.name} ({campaign_id}) completed: every contact is done")
+                return []
+            blocked = await do_not_call.listed(session, [c.phone for c in candidates])
+            dials: list[Dial] = []
+            for contact in candidates:
+                if contact.phone in blocked:
+                    contact.state, contact.done_reason, contact.updated_at = ContactState.DONE.value, DoneReason.DO_NOT_CALL, now
+                elif not is_open(settings.calling_windows, contact.timezone, now):
+                    contact.next_attempt_at = next_opening(settings.calling_windows, contact.timezone, now)
+                elif len(dials) < slots:
+                    dial = self._prepare(session, campaign, settings, contact, at=first_at + len(dials) * spacing, now=now)
+                    if dial:
+                        dials.append(dial)
+            campaign.next_dial_at = first_at + len(dials) * spacing if dials else campaign.next_dial_at
+            campaign.dials_today += len(dials)
+            return dials
+
+    async def _due_contacts(self, session: AsyncSession, campaign_id: str, now: datetime, limit: int) -> list[Contact]:
+        query = (
+            select(Contact)
+            .where(Contact.campaign_id == campaign_id, Contact.state == ContactState.PENDING, Contact.next_attempt_at <= now)
+            .order_by(Contact.next_attempt_at, Contact.id)
+            .limit(limit)
+        )
+        if self.database.is_postgresql:
+            query = query.with_for_update(skip_locked=True)
+        return list((await session.execute(query)).scalars())
+
+    @staticmethod
+    async def _any_left(session: AsyncSession, campaign_id: str) -> bool:
+        left = select(Contact.id).where(Contact.campaign_id == campaign_id, Contact.state != ContactState.DONE).limit(1)
+        return (await session.execute(left)).first() is not None
+
+    async def _should_stop(self, session: AsyncSession, campaign: Campaign, settings: CampaignSettings, now: datetime) -> bool:
+        """Whether the campaign must not dial now: before its start date, past its end date, or tripped."""
+        local_date = now.astimezone(zone(settings.timezone)).date()
+        if settings.start_date and local_date < settings.start_date:
+            return True
+        if settings.end_date and local_date > settings.end_date:
+            campaign.status = CampaignStatus.COMPLETED.value
+            campaign.status_reason = f"the end date {settings.end_date} has passed"
+            return True
+        reason = await self._breaker_reason(session, campaign)
+        if reason:
+            campaign.status, campaign.status_reason = CampaignStatus.PAUSED.value, reason
+            logger.error(f"Campaign {campaign.name} ({campaign.id}) paused: {reason}")
+            return True
+        return False
+
+    async def _breaker_reason(self, session: AsyncSession, campaign: Campaign) -> str | None:
+        """Why the circuit breaker trips, if it does: too many of the recent calls failed."""
+        recent = (
+            select(CallRecord.status, CallRecord.error)
+            .where(CallRecord.campaign_id == campaign.id, CallRecord.status.in_(FINAL_STATUSES))
+            .order_by(CallRecord.created_at.desc())
+            .limit(BREAKER_WINDOW)
+        )
+        if campaign.running_since:
+            recent = recent.where(CallRecord.created_at >= campaign.running_since)
+        ended = (await session.execute(recent)).all()
+        failed = [error for status, error in ended if status == "failed"]
+        if len(ended) < BREAKER_MIN_CALLS or len(failed) / len(ended) < BREAKER_FAILURE_RATE:
+            return None
+        last_error = next((error for error in failed if error), "Twilio reported the calls as failed")
+        return (
+            f"circuit breaker: {len(failed)} of the last {len(ended)} calls failed (last error: {last_error}). "
+            f"Fix the cause, then resume the campaign"
+        )
+
+    def _prepare(
+        self, session: AsyncSession, campaign: Campaign, settings: CampaignSettings, contact: Contact, at: datetime, now: datetime
+    ) -> Dial | None:
+        """Claim the contact: its call record is written and it moves to `dialing`."""
+        numbers = settings.from_numbers or [self.settings.twilio_phone_number]
+        from_number = numbers[campaign.next_from_index % len(numbers)]
+        variables = {**settings.variables, **contact.variables}
+        try:
+            config = render_call_config(
+                self.settings,
+                call_id=str(uuid.uuid4()),
+                to_number=contact.phone,
+                from_number=from_number,
+                variables=variables,
+                prompt=settings.prompt,
+                greeting=settings.greeting,
+                wait_for_callee=settings.wait_for_callee,
+                voicemail_action=settings.voicemail,
+                voicemail_message=settings.voicemail_message,
+                transfer_number=settings.transfer_number,
+            )
+        except prompts.TemplateError as e:
+            logger.warning(f"Contact {contact.id} of campaign {campaign.id} cannot be called: {e}")
+            contact.state, contact.done_reason, contact.updated_at = ContactState.DONE.value, DoneReason.INVALID, now
+            return None
+        campaign.next_from_index += 1
+        session.add(
+            CallStore.new_record(
+                config,
+                variables=variables,
+                metadata={"campaign_id": campaign.id, "contact_id": contact.id},
+                transfer_number=settings.transfer_number or self.settings.transfer_number,
+                campaign_id=campaign.id,
+                contact_id=contact.id,
+            )
+        )
+        contact.state, contact.current_call_id, contact.updated_at = ContactState.DIALING.value, config.call_id, now
+        contact.attempts += 1
+        record = self.settings.recording if settings.record is None else settings.record
+        return Dial(campaign.id, config, record, at)
+
+    # --- dialing -------------------------------------------------------------------------------
+
+    async def _dial(self, dial: Dial) -> None:
+        wait = (dial.at - self.clock.now()).total_seconds()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        try:
+            call_sid = await make_twilio_call(self.twilio, self.settings, dial.config, record=dial.record)
+        except TwilioCallError as e:
+            logger.warning(f"Campaign dial to {dial.config.to_number} refused: {e.message} (Twilio code {e.twilio_code})")
+            await self.store.dial_refused(dial.config.call_id, f"{e.message} (Twilio code {e.twilio_code})")
+            return
+        await self.store.dialed(dial.config.call_id, call_sid)
+
+    # --- after a crash -------------------------------------------------------------------------
+
+    async def reconcile(self) -> int:
+        """Settle attempts left `dialing` or `calling` longer than any dial takes, by asking
+        Twilio: an ended call is recorded as ended, a live one left alone, and a dial Twilio never
+        received gives the contact its attempt back. Returns how many it settled."""
+        now = self.clock.now()
+        async with self.database.session() as session:
+            campaign_ids = list((await session.execute(
+                select(Campaign.id).where(Campaign.status != CampaignStatus.DRAFT)
+            )).scalars())
+            stale = []
+            for campaign_id in campaign_ids:
+                stale += (await session.execute(
+                    select(Contact.id, Contact.current_call_id).where(
+                        Contact.campaign_id == campaign_id,
+                        Contact.state.in_(IN_FLIGHT),
+                        Contact.updated_at < now - STALE_AFTER,
+                    )
+                )).all()
+        settled = 0
+        for contact_id, call_id in stale:
+            try:
+                settled += await self._reconcile_call(contact_id, call_id, now)
+            except TwilioCallError as e:
+                logger.warning(f"Cannot reconcile call {call_id} yet: {e.message}")
+        return settled
+
+    async def _reconcile_call(self, contact_id: int, call_id: str, now: datetime) -> bool:
+        record = await self.store.get(call_id)
+        if record is None or record.is_final:
+            return False
+        call = None
+        if record.call_sid:
+            call = await fetch_twilio_call(self.twilio, record.call_sid)
+        else:
+            call = await find_twilio_call(self.twilio, record.to_number, record.from_number, record.created_at)
+            if call is None:
+                logger.warning(f"Call {call_id} never reached Twilio (the server stopped mid-dial); its contact will be dialed again")
+                await self.store.dial_abandoned(call_id, "the server stopped before Twilio received the dial")
+                return True
+            await self.store.dialed(call_id, call.sid)
+        status = str(call.status)
+        if status in FINAL_STATUSES:
+            ended = call.end_time or now
+            duration = int(call.duration) if call.duration else None
+            await self.store.apply_status(call_id, call.sid, status, ended, duration)
+            logger.info(f"Reconciled call {call_id}: Twilio says {status}")
+            return True
+        await self._touch(contact_id, now)  # still live: look again later
+        return False
+
+    async def _touch(self, contact_id: int, now: datetime) -> None:
+        async with self.database.write() as session:
+            contact = await session.get(Contact, contact_id)
+            if contact is not None:
+                contact.updated_at = now
