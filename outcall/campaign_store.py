@@ -6,7 +6,7 @@ from sqlalchemy import case, delete, func, select
 
 from outcall.campaigns import CampaignSettings, CampaignStats
 from outcall.clock import Clock
-from outcall.database import Database
+from outcall.database import Database, utcnow
 from outcall.models import FINAL_STATUSES, Campaign, CampaignStatus, CallRecord, Contact, ContactState, EndReason
 
 # From which states each action may be taken, and the state it leads to.
@@ -78,7 +78,7 @@ class CampaignStore:
             campaign.status = to.value
             campaign.status_reason = "paused by the operator" if action == "pause" else "stopped by the operator" if action == "stop" else None
             if to == CampaignStatus.RUNNING:
-                campaign.running_since = self.clock.now()
+                campaign.running_since = utcnow()  # compared with call records' real times
             return campaign
 
     async def delete(self, campaign_id: str) -> None:
@@ -94,19 +94,19 @@ class CampaignStore:
         async with self.database.session() as session:
             states = dict((await session.execute(
                 select(Contact.state, func.count()).where(Contact.campaign_id == campaign.id).group_by(Contact.state)
-            )).tuples().all())
+            )).all())
             done_reasons = dict((await session.execute(
                 select(Contact.done_reason, func.count())
                 .where(Contact.campaign_id == campaign.id, Contact.state == ContactState.DONE)
                 .group_by(Contact.done_reason)
-            )).tuples().all())
+            )).all())
             calls = CallRecord.campaign_id == campaign.id
             end_reasons = dict((await session.execute(
                 select(CallRecord.end_reason, func.count()).where(calls, CallRecord.end_reason.is_not(None)).group_by(CallRecord.end_reason)
-            )).tuples().all())
+            )).all())
             outcomes = dict((await session.execute(
                 select(CallRecord.outcome, func.count()).where(calls, CallRecord.outcome.is_not(None)).group_by(CallRecord.outcome)
-            )).tuples().all())
+            )).all())
             answered = CallRecord.answered_at.is_not(None)
             reached_machine = CallRecord.end_reason.in_(VOICEMAIL_END_REASONS) | CallRecord.answered_by.like("machine%")
             total, ended, picked_up, machines, talk = (await session.execute(

@@ -86,20 +86,6 @@ async def update_campaign(campaign_id: str, body: CampaignUpdate, campaigns: Cam
         raise HTTPException(e.status, e.message)
 
 
-@router.post("/campaigns/{campaign_id}/{action}", response_model=CampaignView)
-async def change_campaign_status(
-    campaign_id: str, action: Literal["start", "pause", "resume", "stop"], campaigns: CampaignsDep, request: Request
-):
-    """start (draft → running), pause (running → paused), resume (paused → running), stop (for good).
-    Pausing or stopping lets calls in progress finish; nothing new is dialed."""
-    try:
-        campaign = await campaigns.change_status(campaign_id, action)
-    except CampaignError as e:
-        raise HTTPException(e.status, e.message)
-    _wake_dispatcher(request)
-    return _view(campaign)
-
-
 @router.delete("/campaigns/{campaign_id}", status_code=204)
 async def delete_campaign(campaign_id: str, campaigns: CampaignsDep):
     """Delete a campaign that is not running, and its contacts. Its call records stay."""
@@ -184,6 +170,20 @@ async def list_contacts(
         for c in contacts
     ]
     return ContactList(contacts=views, next_after=contacts[-1].id if len(contacts) == limit else None)
+
+
+@router.post("/campaigns/{campaign_id}/{action}", response_model=CampaignView)
+async def change_campaign_status(
+    campaign_id: str, action: Literal["start", "pause", "resume", "stop"], campaigns: CampaignsDep, request: Request
+):
+    """start (draft → running), pause (running → paused), resume (paused → running), stop (for good).
+    Pausing or stopping lets calls in progress finish; nothing new is dialed."""
+    try:
+        campaign = await campaigns.change_status(campaign_id, action)
+    except CampaignError as e:
+        raise HTTPException(e.status, e.message)
+    _wake_dispatcher(request)
+    return _view(campaign)
 
 
 # --- the do-not-call list ------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -110,6 +111,9 @@ class RunningServer:
     async def get(self, path: str, **params) -> httpx.Response:
         return await self.client.get(path, params=params, headers={"X-API-Key": API_KEY})
 
+    async def post(self, path: str, json: dict | None = None, **kwargs) -> httpx.Response:
+        return await self.client.post(path, json=json, headers={"X-API-Key": API_KEY, **kwargs.pop("headers", {})}, **kwargs)
+
     async def record(self, call_id: str, until=lambda record: record["end_reason"], timeout: float = 20) -> dict:
         """The call's record from GET /calls/{id}, once `until(record)` holds."""
         deadline = asyncio.get_running_loop().time() + timeout
@@ -124,8 +128,8 @@ class RunningServer:
             await asyncio.sleep(0.1)
 
 
-async def start_server(settings: Settings) -> tuple[uvicorn.Server, asyncio.Task]:
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on")
+async def start_server(settings: Settings, clock=None) -> tuple[uvicorn.Server, asyncio.Task]:
+    config = uvicorn.Config(create_app(settings, clock), host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -139,6 +143,28 @@ async def start_server(settings: Settings) -> tuple[uvicorn.Server, asyncio.Task
 def server_overrides() -> dict:
     """Override in a test module (or parametrize) to change the server's settings."""
     return {}
+
+
+@pytest.fixture
+def server_clock():
+    """The server's clock; override with a MovableClock to move time in a test."""
+    return None
+
+
+class MovableClock:
+    """Real time flowing from `start`, which a test can move forward (`advance`)."""
+
+    def __init__(self, start: datetime):
+        self._offset = start - datetime.now(UTC)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self._offset
+
+    def advance(self, delta: timedelta) -> None:
+        self._offset += delta
+
+    def set(self, at: datetime) -> None:
+        self._offset = at - datetime.now(UTC)
 
 
 POSTGRES_ADMIN_URL = os.environ.get("OUTCALL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -186,10 +212,10 @@ async def database_url(request, tmp_path) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def server(vendors: Vendors, server_overrides: dict, database_url: str) -> AsyncIterator[RunningServer]:
+async def server(vendors: Vendors, server_overrides: dict, database_url: str, server_clock) -> AsyncIterator[RunningServer]:
     port = free_port()
     settings = make_settings(vendors, port, database_url=database_url, **server_overrides)
-    uv_server, task = await start_server(settings)
+    uv_server, task = await start_server(settings, server_clock)
     async with httpx.AsyncClient(base_url=settings.server_url, timeout=30) as client:
         yield RunningServer(settings, settings.server_url, client)
     uv_server.should_exit = True

@@ -2,8 +2,10 @@
 
 It follows Twilio's protocol where our code can observe it:
 - REST: `POST /2010-04-01/Accounts/{AC}/Calls.json` (create), `POST …/Calls/{CA}.json` (update),
-  `GET …/Calls/{CA}.json` (fetch), HTTP Basic auth, Twilio's JSON shapes and error bodies
-  (`code`, `message`, `more_info`, `status`).
+  `GET …/Calls/{CA}.json` (fetch), `GET …/Calls.json?To=&From=` (list, newest first), HTTP
+  Basic auth, Twilio's JSON shapes and error bodies (`code`, `message`, `more_info`, `status`).
+  It counts simultaneous calls (`max_simultaneous`, from create to final status), and can lose
+  a create request or its response (`create_faults`) as a dropped connection would.
 - On answer it POSTs the call's form parameters to the TwiML URL with a correct
   `X-Twilio-Signature`, parses the TwiML and runs its verbs (`Connect/Stream`, `Say`, `Pause`,
   `Hangup`). A non-200 or unparsable answer is Twilio's error 11200/12100: the call ends.
@@ -88,6 +90,8 @@ class EmulatedCall:
     answered_by: str | None = None
     status: str = "queued"
     created_at: float = field(default_factory=time.monotonic)
+    created_wall: float = field(default_factory=time.time)
+    ended_wall: float | None = None
     answered_at: float | None = None
     ended_at: float | None = None
     twiml: str | None = None
@@ -193,10 +197,10 @@ class EmulatedCall:
             "duration": duration,
             "answered_by": self.answered_by,
             "parent_call_sid": None,
-            "date_created": formatdate(usegmt=True),
+            "date_created": formatdate(self.created_wall, usegmt=True),
             "date_updated": formatdate(usegmt=True),
-            "start_time": None,
-            "end_time": None,
+            "start_time": formatdate(self.created_wall, usegmt=True),
+            "end_time": formatdate(self.ended_wall, usegmt=True) if self.ended_wall else None,
             "price": None,
             "price_unit": "USD",
             "uri": f"{API.format(account_sid=self.account_sid)}/{self.sid}.json",
@@ -234,6 +238,11 @@ class TwilioEmulator:
         self.no_answer_secs = 0.3  # how long it rings before Twilio gives up (Timeout)
         self.amd_secs = 0.5  # how long answering-machine detection listens before its verdict
         self.dial_secs = 0.3  # how long a transferred call (<Dial>) lasts
+        # What goes wrong when a number is dialed: "request-lost" (the create request hangs and
+        # no call is placed) or "response-lost" (the call is placed, the response never comes).
+        self.create_faults: dict[str, str] = {}
+        self.active_calls = 0  # calls created and not yet ended…
+        self.max_simultaneous = 0  # …and the most there ever were at once
         self.callback_delays: dict[str, float] = {}  # CallStatus → extra seconds before delivery
         self.duplicate_callbacks = False  # deliver every status callback twice
         # Name resolution for stream hosts, like /etc/hosts: {"api.pipecat.daily.co": "127.0.0.1:8123"}.
@@ -248,6 +257,7 @@ class TwilioEmulator:
         app = web.Application()
         base = API.format(account_sid="{account_sid}")
         app.router.add_post(f"{base}.json", self._create_call)
+        app.router.add_get(f"{base}.json", self._list_calls)
         app.router.add_post(f"{base}/{{sid}}.json", self._update_call)
         app.router.add_get(f"{base}/{{sid}}.json", self._fetch_call)
         self._runner = web.AppRunner(app, access_log=None)
@@ -302,6 +312,9 @@ class TwilioEmulator:
             return _error(
                 400, 21210, f"The source phone number provided, {from_}, is not yet verified for your account."
             )
+        fault = self.create_faults.get(to)
+        if fault == "request-lost":
+            await asyncio.sleep(3600)  # the client gives up first; no call exists
         call = EmulatedCall(
             sid="CA" + secrets.token_hex(16),
             account_sid=self.account_sid,
@@ -318,8 +331,29 @@ class TwilioEmulator:
             record=form.get("Record", "false").lower() == "true",
         )
         self.calls[call.sid] = call
+        self.active_calls += 1
+        self.max_simultaneous = max(self.max_simultaneous, self.active_calls)
         self._spawn(self._run_call(call))
+        if fault == "response-lost":
+            await asyncio.sleep(3600)
         return web.json_response(call.resource(), status=201)
+
+    async def _list_calls(self, request: web.Request) -> web.Response:
+        """Calls, newest first, filtered by `To` and `From` as Twilio's list does (one page)."""
+        if denied := self._authenticate(request):
+            return denied
+        to, from_ = request.query.get("To"), request.query.get("From")
+        page_size = int(request.query.get("PageSize", "50"))
+        found = [
+            c for c in sorted(self.calls.values(), key=lambda c: c.created_at, reverse=True)
+            if (not to or c.to == to) and (not from_ or c.from_ == from_)
+        ][:page_size]
+        uri = f"{API.format(account_sid=self.account_sid)}.json"
+        return web.json_response({
+            "calls": [c.resource() for c in found], "end": len(found) - 1, "first_page_uri": uri,
+            "next_page_uri": None, "page": 0, "page_size": page_size, "previous_page_uri": None,
+            "start": 0, "uri": uri,
+        })
 
     def _find(self, request: web.Request) -> EmulatedCall | web.Response:
         call = self.calls.get(request.match_info["sid"])
@@ -394,7 +428,8 @@ class TwilioEmulator:
             while twiml is not None and not call._hangup.is_set():
                 twiml = await self._execute(call, twiml)
         finally:
-            call.ended_at = time.monotonic()
+            call.ended_at, call.ended_wall = time.monotonic(), time.time()
+            self.active_calls -= 1
             self._set_status(call, final)
             if call.record and call.answered_at and call.recording_callback:
                 self._send_recording(call)

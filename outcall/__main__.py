@@ -1,0 +1,5 @@
+import sys
+
+from outcall.cli import main
+
+sys.exit(main())
