@@ -146,6 +146,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         app.state.dispatcher = None
         if settings.dialer_enabled and app.state.twilio and not calling_not_configured(settings):
             app.state.dispatcher = Dispatcher(database, app.state.store, settings, app.state.twilio, clock)
+            app.state.store.on_slot_freed = app.state.dispatcher.wake
             app.state.dispatcher.start()
         yield
         if app.state.dispatcher:

@@ -45,6 +45,7 @@ class CallStore:
         self.events_enabled = events_enabled
         self._on_event = on_event
         self.clock = clock or SystemClock()
+        self.on_slot_freed: Callable[[], None] = lambda: None  # the dispatcher's wake-up
 
     # --- creation and dialing ----------------------------------------------------------------
 
@@ -263,7 +264,8 @@ class CallStore:
     async def _follow(self, session: AsyncSession, record: CallRecord, attempted: bool = True) -> None:
         """A campaign call's contact follows its call, in the same transaction."""
         if record.contact_id is not None:
-            await follow_call(session, record, self.clock.now(), self.database.is_postgresql, attempted)
+            if await follow_call(session, record, self.clock.now(), self.database.is_postgresql, attempted):
+                _after_commit(session, self.on_slot_freed)
 
     async def _locked(self, session: AsyncSession, call_id: str) -> CallRecord:
         query = select(CallRecord).where(CallRecord.id == call_id)
@@ -340,9 +342,15 @@ class CallStore:
         if not self.events_enabled:
             return
         add_event(session, event_type, record)
-        if not session.info.get("wakes_delivery"):
-            session.info["wakes_delivery"] = True
-            event.listen(session.sync_session, "after_commit", lambda _: self._on_event())
+        _after_commit(session, self._on_event)
+
+
+def _after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Run `callback` once the session's transaction commits (once, however often asked)."""
+    callbacks = session.info.setdefault("after_commit", set())
+    if callback not in callbacks:
+        callbacks.add(callback)
+        event.listen(session.sync_session, "after_commit", lambda _: callback())
 
 
 def encode_cursor(at: datetime, call_id: str) -> str:

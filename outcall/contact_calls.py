@@ -30,13 +30,14 @@ class DoneReason:
 
 async def follow_call(
     session: AsyncSession, record: CallRecord, now: datetime, locking: bool, attempted: bool = True
-) -> None:
-    """Bring the contact of `record` (a campaign call) up to date with it. A call that was not
-    `attempted` (it never reached Twilio) gives the contact its attempt back, due at once."""
+) -> bool:
+    """Bring the contact of `record` (a campaign call) up to date with it; True when that freed
+    the campaign's slot. A call that was not `attempted` (it never reached Twilio) gives the
+    contact its attempt back, due at once."""
     query = select(Contact).where(Contact.id == record.contact_id)
     contact = (await session.execute(query.with_for_update() if locking else query)).scalar_one_or_none()
     if contact is None:
-        return  # its campaign was deleted
+        return False  # its campaign was deleted
     if record.outcome == DO_NOT_CALL_OUTCOME:
         await add_numbers(session, [contact.phone], f"asked not to be called again (call {record.id})", "outcome")
     current = contact.current_call_id == record.id
@@ -44,13 +45,16 @@ async def follow_call(
         contact.state, contact.updated_at = ContactState.CALLING.value, now
     if current and not attempted:
         contact.current_call_id, contact.attempts = None, contact.attempts - 1
-        return _pending(contact, now, now)
+        _pending(contact, now, now)
+        return True
     if current and record.is_final:
         contact.current_call_id, contact.last_call_id = None, record.id
         contact.last_end_reason = record.end_reason
         await _after_call(session, contact, record, now)
-    elif contact.last_call_id == record.id and contact.state == ContactState.DONE:
+        return True
+    if contact.last_call_id == record.id and contact.state == ContactState.DONE:
         await _after_call(session, contact, record, now)  # the outcome arrived after the call ended
+    return False
 
 
 async def _after_call(session: AsyncSession, contact: Contact, record: CallRecord, now: datetime) -> None:

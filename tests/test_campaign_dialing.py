@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.campaign_helpers import ALL_DAY, campaign, contacts, dials_to, new_campaign, wait_for
+from tests.campaign_helpers import campaign, contacts, dials_to, new_campaign, wait_for
 from tests.conftest import MovableClock
 
 NY_1, NY_2, NY_3 = "+12125550101", "+12125550102", "+12125550103"

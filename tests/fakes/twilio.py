@@ -63,6 +63,11 @@ def _error(status: int, code: int, message: str) -> web.Response:
     return web.json_response(body, status=status)
 
 
+async def _until_client_gives_up(request: web.Request) -> None:
+    while request.transport is not None and not request.transport.is_closing():
+        await asyncio.sleep(0.05)
+
+
 @dataclass
 class BotAudio:
     """One media message the bot sent: when it arrived and how loud it was."""
@@ -314,7 +319,8 @@ class TwilioEmulator:
             )
         fault = self.create_faults.get(to)
         if fault == "request-lost":
-            await asyncio.sleep(3600)  # the client gives up first; no call exists
+            await _until_client_gives_up(request)
+            return web.Response(status=504)  # nobody is listening; no call was placed
         call = EmulatedCall(
             sid="CA" + secrets.token_hex(16),
             account_sid=self.account_sid,
@@ -335,7 +341,7 @@ class TwilioEmulator:
         self.max_simultaneous = max(self.max_simultaneous, self.active_calls)
         self._spawn(self._run_call(call))
         if fault == "response-lost":
-            await asyncio.sleep(3600)
+            await _until_client_gives_up(request)
         return web.json_response(call.resource(), status=201)
 
     async def _list_calls(self, request: web.Request) -> web.Response:
