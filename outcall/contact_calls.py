@@ -52,8 +52,10 @@ async def follow_call(
         contact.last_end_reason = record.end_reason
         await _after_call(session, contact, record, now)
         return True
-    if contact.last_call_id == record.id and contact.state == ContactState.DONE:
-        await _after_call(session, contact, record, now)  # the outcome arrived after the call ended
+    if contact.last_call_id == record.id:  # the bot's report came after Twilio's end
+        contact.last_end_reason = record.end_reason
+        if contact.state == ContactState.DONE:
+            await _after_call(session, contact, record, now)
     return False
 
 

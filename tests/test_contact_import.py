@@ -1,0 +1,152 @@
+"""Importing contacts: every good row kept, every bad row reported with its line and reason,
+whatever the file's state, through the API and the command line."""
+
+import asyncio
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+from outcall.campaigns import CampaignSettings
+from outcall.contact_file import ImportRefused
+from outcall.contact_import import ContactImport
+from outcall.database import Database, utcnow
+from outcall.models import Campaign
+from tests.campaign_helpers import contacts
+
+ROOT = Path(__file__).parent.parent
+
+
+async def import_csv(server, campaign_id: str, body: bytes, **params):
+    return await server.post(f"/campaigns/{campaign_id}/contacts", content=body, params=params, headers={"Content-Type": "text/csv"})
+
+
+async def create(server, **settings) -> str:
+    response = await server.post("/campaigns", {"name": "import", "settings": {"timezone": "America/Chicago", **settings}})
+    return response.json()["id"]
+
+
+async def test_bad_rows_are_reported_and_good_rows_kept(server):
+    campaign_id = await create(server)
+    body = (
+        "Mobile Number,First Name,Time Zone\n"
+        "+1 (212) 555-0101,Ada,\n"  # punctuation is fine
+        "+14155550101,Grace,Europe/London\n"  # the file's zone wins over the number's
+        "+18005550123,Toll,\n"  # spans every North American zone: the campaign's
+        "2125550102,NoCountry,\n"
+        "+15555550123,Fake,\n"
+        "+14155550101,Again,\n"
+        "+12125550103,Extra,,field\n"
+        "+12125550104,Moon,Mars/Base\n"
+        ",Nobody,\n"
+        "\n"
+        "+442079460958,London,\n"
+    ).encode()
+    response = await import_csv(server, campaign_id, body)
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert (report["imported"], report["rejected"], report["errors_truncated"]) == (4, 6, False)
+    reasons = {e["row"]: e["reason"] for e in report["errors"]}
+    assert "no country code" in reasons[5] and "default_country" in reasons[5]
+    assert "not a valid phone number" in reasons[6]
+    assert reasons[7] == "duplicate of row 3"
+    assert reasons[8] == "has 4 fields but the header has 3"
+    assert "unknown time zone 'Mars/Base'" in reasons[9]
+    assert reasons[10] == "no phone number"
+    stored = await contacts(server, campaign_id)
+    assert {p: c["timezone"] for p, c in stored.items()} == {
+        "+12125550101": "America/New_York",
+        "+14155550101": "Europe/London",
+        "+18005550123": "America/Chicago",
+        "+442079460958": "Europe/London",
+    }
+    assert stored["+12125550101"]["variables"] == {"first_name": "Ada"}
+
+    again = (await import_csv(server, campaign_id, b"phone\n+12125550101\n")).json()
+    assert again["imported"] == 0 and again["errors"][0]["reason"] == "already in this campaign"
+
+
+async def test_whole_file_problems_import_nothing_and_say_how_to_fix_them(server):
+    campaign_id = await create(server, greeting="Hi {first_name}, about {product}")
+    missing_phone = await import_csv(server, campaign_id, b"name,email\nAda,ada@example.com\n")
+    assert missing_phone.status_code == 422
+    assert "no phone column" in missing_phone.json()["detail"] and "name, email" in missing_phone.json()["detail"]
+    missing_variable = await import_csv(server, campaign_id, b"phone,first_name\n+12125550101,Ada\n")
+    assert missing_variable.status_code == 422 and "{product}" in missing_variable.json()["detail"]
+    named = await import_csv(server, campaign_id, b"cell,first_name,product\n+12125550101,Ada,tea\n", phone_column="nope")
+    assert named.status_code == 422 and "no column 'nope'" in named.json()["detail"]
+    assert await contacts(server, campaign_id) == {}
+
+
+async def test_encodings(server):
+    campaign_id = await create(server, default_country="US")
+    latin1 = "phone,name\n(212) 555-0101,Zoë\n(212) 555-0102,Ann\n".encode("latin-1")
+    report = (await import_csv(server, campaign_id, latin1)).json()
+    assert report["imported"] == 1 and "not valid utf-8 (byte 0xeb" in report["errors"][0]["reason"]
+    assert "encoding=latin-1" in report["errors"][0]["reason"]
+    retried = (await import_csv(server, campaign_id, latin1, encoding="latin-1")).json()
+    assert retried["imported"] == 1  # Zoë now; Ann is already in
+    utf16 = "phone,name\n+12125550103,Zoë\n".encode("utf-16")  # with its byte-order mark
+    assert (await import_csv(server, campaign_id, utf16)).json()["imported"] == 1
+    with_bom = b"\xef\xbb\xbfphone,name\n+12125550104,Bo\n"
+    assert (await import_csv(server, campaign_id, with_bom)).json()["imported"] == 1
+    names = {c["variables"]["name"] for c in (await contacts(server, campaign_id)).values()}
+    assert names == {"Ann", "Zoë", "Bo"}
+
+
+async def test_a_large_file_streams_through_with_its_bad_rows_reported(tmp_path):
+    database = Database(f"sqlite+aiosqlite:///{tmp_path}/large.db")
+    await database.migrate()
+    campaign = Campaign(id="c1", name="large", settings=CampaignSettings(timezone="UTC").model_dump(mode="json"))
+    async with database.write() as session:
+        session.add(campaign)
+    rng = random.Random(7)
+    path = tmp_path / "contacts.csv"
+    numbers = rng.sample(range(2_000_000, 9_999_999), 60_000)
+    with path.open("w") as f:
+        f.write("phone,name\n")
+        for i, n in enumerate(numbers):
+            f.write(f"+1212{n},Person {i}\n" if i % 10_000 else f"not-a-number,Person {i}\n")
+    progress: list[int] = []
+    result = await ContactImport(database, campaign, path, now=utcnow(), on_progress=progress.append).run()
+    assert (result.imported, result.rejected) == (59_994, 6)
+    assert [e.row for e in result.errors] == [2 + i for i in range(0, 60_000, 10_000)]
+    assert progress[-1] == path.stat().st_size and progress == sorted(progress) and len(progress) >= 30
+    with pytest.raises(ImportRefused):
+        empty = tmp_path / "empty.csv"
+        empty.write_bytes(b"")
+        await ContactImport(database, campaign, empty, now=utcnow()).run()
+    await database.close()
+
+
+async def test_the_command_line_imports_with_a_progress_bar_and_an_errors_file(tmp_path):
+    env = {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/cli.db", "PATH": "/usr/bin:/bin"}
+
+    async def cli(*args: str) -> tuple[int, str, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "outcall", *args, cwd=ROOT, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+        return process.returncode, out.decode(), err.decode()
+
+    code, out, err = await cli("campaign", "create", "Reminders", "--timezone", "America/New_York")
+    assert code == 0, err
+    campaign_id = out.strip()
+    contacts_file = tmp_path / "contacts.csv"
+    contacts_file.write_text("phone,name\n+12125550101,Ada\nnope,Bad\n")
+    code, out, err = await cli("campaign", "import", campaign_id, str(contacts_file))
+    assert code == 0, err
+    assert "Imported 1 contacts; rejected 1 rows" in out and "Importing contacts.csv" in err and "100%" in err
+    assert (tmp_path / "contacts.csv.errors.csv").read_text().splitlines()[1].startswith("3,nope,")
+    code, out, _ = await cli("campaign", "start", campaign_id)
+    assert code == 0 and "running" in out
+    code, out, _ = await cli("campaign", "status", campaign_id)
+    assert '"pending": 1' in out
+    code, _, err = await cli("campaign", "resume", campaign_id)
+    assert code == 2 and "Cannot resume" in err
+    code, out, _ = await cli("dnc", "add", "+12125550101", "--reason", "asked by letter")
+    assert code == 0
+    code, _, err = await cli("dnc", "add", "12345")
+    assert code == 2 and "E.164" in err
