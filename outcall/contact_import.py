@@ -5,6 +5,8 @@ own transaction, so memory stays flat for any file size. Duplicates within the f
 campaign, and numbers on the do-not-call list, are reported per row like any other bad row.
 """
 
+import asyncio
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,10 +15,11 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outcall.campaigns import CampaignSettings
-from outcall.contact_file import ContactFile, ContactRow, FileOptions, RowError
+from outcall.contact_file import BATCH_ROWS, ContactFile, ContactRow, FileOptions, RowError
 from outcall.database import Database
 from outcall.models import Campaign, Contact, ContactState
 
+BATCHES_PER_TRANSACTION = 5
 REPORTED_ERRORS = 1000  # kept in ImportResult; every error also goes to `on_error`
 
 
@@ -68,13 +71,24 @@ class ContactImport:
         """Import every good row; ImportRefused (before anything is stored) if the file cannot be read."""
         with open(self.path, "rb") as source:
             contacts = ContactFile(source, self.options)
-            for rows, errors in contacts.batches():
-                for error in errors:
-                    self._reject(error)
-                if rows:
-                    await self._store(rows)
-                self.on_progress(contacts.bytes_read)
-        return self.result
+            batches = contacts.batches()
+
+            def read_group() -> tuple[list, int]:
+                return list(itertools.islice(batches, BATCHES_PER_TRANSACTION)), contacts.bytes_read
+
+            # Checking the next rows (in a thread) overlaps storing the last ones.
+            reading = asyncio.ensure_future(asyncio.to_thread(read_group))
+            while True:
+                group, bytes_read = await reading
+                if not group:
+                    return self.result
+                reading = asyncio.ensure_future(asyncio.to_thread(read_group))
+                try:
+                    await self._store(group)
+                except BaseException:
+                    await asyncio.gather(reading, return_exceptions=True)  # the thread still reads the file
+                    raise
+                self.on_progress(bytes_read)
 
     def _reject(self, error: RowError) -> None:
         self.result.rejected += 1
@@ -82,22 +96,33 @@ class ContactImport:
             self.result.errors.append(error)
         self.on_error(error)
 
-    async def _store(self, rows: list[ContactRow]) -> None:
+    async def _store(self, group: list[tuple[list[ContactRow], list[RowError]]]) -> None:
+        """Store a group of batches in one transaction (fewer commits, each one durable)."""
         unique: dict[str, ContactRow] = {}
-        for row in rows:
-            if row.phone in unique:
-                self._reject(RowError(row.line, row.phone, f"duplicate of row {unique[row.phone].line}"))
-            else:
-                unique[row.phone] = row
+        for rows, errors in group:
+            for error in errors:
+                self._reject(error)
+            for row in rows:
+                if row.phone in unique:
+                    self._reject(RowError(row.line, row.phone, f"duplicate of row {unique[row.phone].line}"))
+                else:
+                    unique[row.phone] = row
+        inserted: set[str] = set()
         async with self.database.write() as session:
             connection = await session.connection()
-            blocked = await _on_do_not_call(connection, list(unique))
-            for phone in blocked:
-                self._reject(RowError(unique.pop(phone).line, phone, "on the do-not-call list"))
-            inserted = await self._insert(connection, list(unique.values())) if unique else set()
-        for phone, row in unique.items():
-            if phone not in inserted:
-                self._reject(RowError(row.line, phone, "already in this campaign"))
+            rows = list(unique.values())
+            for start in range(0, len(rows), BATCH_ROWS):
+                chunk = rows[start : start + BATCH_ROWS]
+                blocked = await _on_do_not_call(connection, [row.phone for row in chunk])
+                for row in chunk:
+                    if row.phone in blocked:
+                        self._reject(RowError(row.line, row.phone, "on the do-not-call list"))
+                allowed = [row for row in chunk if row.phone not in blocked]
+                if allowed:
+                    inserted |= await self._insert(connection, allowed)
+                for row in allowed:
+                    if row.phone not in inserted:
+                        self._reject(RowError(row.line, row.phone, "already in this campaign"))
         self.result.imported += len(inserted)
 
     async def _insert(self, connection: AsyncConnection, rows: list[ContactRow]) -> set[str]:

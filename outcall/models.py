@@ -171,7 +171,7 @@ class Contact(Base):
 
     __table_args__ = (
         Index("ux_contacts_campaign_phone", "campaign_id", "phone", unique=True),
-        Index("ix_contacts_due", "campaign_id", "state", "next_attempt_at"),
+        Index("ix_contacts_due", "campaign_id", "state", "next_attempt_at", "id"),
     )
 
 

@@ -59,7 +59,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('contacts', schema=None) as batch_op:
-        batch_op.create_index('ix_contacts_due', ['campaign_id', 'state', 'next_attempt_at'], unique=False)
+        batch_op.create_index('ix_contacts_due', ['campaign_id', 'state', 'next_attempt_at', 'id'], unique=False)
         batch_op.create_index('ux_contacts_campaign_phone', ['campaign_id', 'phone'], unique=True)
 
     with op.batch_alter_table('calls', schema=None) as batch_op:
