@@ -4,7 +4,7 @@ campaign's contact table grows. Not a test: it prints a Markdown table for the R
     uv run python bench/campaign_bench.py [--sizes 100000 1000000] [--postgres postgresql+asyncpg://…]
 
 The import figure is the whole path (CSV parsing, E.164 validation and time zone of every
-number, duplicate and do-not-call checks, inserts). A dispatch decision is one `_claim` pass:
+number, duplicate and do-not-call checks, inserts). A dispatch decision is one `Dispatcher.claim` pass:
 lock the campaign, check the circuit breaker, count calls in flight, pick and claim the next
 due contact, write its call record.
 """
@@ -82,7 +82,7 @@ async def decision_ms(database: Database, campaign: Campaign, decisions: int = 6
     for _ in range(decisions):
         clock.at += timedelta(seconds=1)  # one dial a second: each pass may claim one contact
         started = time.perf_counter()
-        dials = await dispatcher._claim(campaign.id)
+        dials = await dispatcher.claim(campaign.id)
         times.append((time.perf_counter() - started) * 1000)
         assert len(dials) == 1
     return statistics.median(times[10:])

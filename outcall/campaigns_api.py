@@ -2,6 +2,7 @@
 behind the API key."""
 
 import tempfile
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
@@ -142,7 +143,7 @@ class ContactView(BaseModel):
     variables: dict[str, str]
     state: str
     attempts: int
-    next_attempt_at: str
+    next_attempt_at: datetime
     last_end_reason: str | None
     done_reason: str | None
     last_call_id: str | None
@@ -164,12 +165,10 @@ async def list_contacts(
 ):
     await _campaign(campaigns, campaign_id)
     contacts = await campaigns.contacts(campaign_id, state, after, limit)
-    views = [
-        ContactView.model_validate({**{f: getattr(c, f) for f in ContactView.model_fields if f != "next_attempt_at"},
-                                    "next_attempt_at": c.next_attempt_at.isoformat()})
-        for c in contacts
-    ]
-    return ContactList(contacts=views, next_after=contacts[-1].id if len(contacts) == limit else None)
+    return ContactList(
+        contacts=[ContactView.model_validate(c, from_attributes=True) for c in contacts],
+        next_after=contacts[-1].id if len(contacts) == limit else None,
+    )
 
 
 @router.post("/campaigns/{campaign_id}/{action}", response_model=CampaignView)

@@ -108,14 +108,14 @@ class Dispatcher:
             )
         started = 0
         for campaign_id in running:
-            for dial in await self._claim(campaign_id):
+            for dial in await self.claim(campaign_id):
                 task = asyncio.create_task(self._dial(dial))
                 self._dials.add(task)
                 task.add_done_callback(self._dials.discard)
                 started += 1
         return started
 
-    async def _claim(self, campaign_id: str) -> list[Dial]:
+    async def claim(self, campaign_id: str) -> list[Dial]:
         """Choose and claim the campaign's next dials, in one transaction under its row lock."""
         now = self.clock.now()
         async with self.database.write() as session:
