@@ -3,7 +3,7 @@ behind the API key."""
 
 import tempfile
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -13,25 +13,13 @@ from outcall.campaign_store import CampaignError, CampaignStore
 from outcall.campaigns import CampaignCreate, CampaignList, CampaignSettings, CampaignUpdate, CampaignView
 from outcall.contact_file import ImportRefused, RowError
 from outcall.contact_import import ContactImport
-from outcall.dependencies import require_api_key
-from outcall.do_not_call import DoNotCallAdd, DoNotCallEntry, DoNotCallList
+from outcall.dependencies import CampaignsDep, DoNotCallDep, require_api_key
+from outcall.do_not_call import DoNotCallAdd, DoNotCallEntry
 from outcall.models import Campaign, ContactState
 from outcall.phone_numbers import PhoneNumber
 
 router = APIRouter(tags=["campaigns"], dependencies=[Depends(require_api_key)])
 SPOOL_BYTES = 1 << 20  # an uploaded file beyond this waits on disk, not in memory
-
-
-def get_campaigns(request: Request) -> CampaignStore:
-    return request.app.state.campaigns
-
-
-def get_do_not_call(request: Request) -> DoNotCallList:
-    return request.app.state.do_not_call
-
-
-CampaignsDep = Annotated[CampaignStore, Depends(get_campaigns)]
-DoNotCallDep = Annotated[DoNotCallList, Depends(get_do_not_call)]
 
 
 def _wake_dispatcher(request: Request) -> None:

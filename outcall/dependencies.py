@@ -1,4 +1,4 @@
-"""FastAPI dependencies shared by the server's routes: settings, storage, and auth."""
+"""FastAPI dependencies shared by the server's routes: settings, stores, and auth."""
 
 import hmac
 from typing import Annotated
@@ -7,6 +7,8 @@ from fastapi import Depends, HTTPException, Request
 from twilio.rest import Client as TwilioClient
 
 from outcall.call_store import CallStore
+from outcall.campaign_store import CampaignStore
+from outcall.do_not_call import DoNotCallList
 from outcall.settings import Settings
 from outcall.stream_auth import StreamTokenError, verify_report_token
 
@@ -19,8 +21,18 @@ def get_store(request: Request) -> CallStore:
     return request.app.state.store
 
 
+def get_campaigns(request: Request) -> CampaignStore:
+    return request.app.state.campaigns
+
+
+def get_do_not_call(request: Request) -> DoNotCallList:
+    return request.app.state.do_not_call
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[CallStore, Depends(get_store)]
+CampaignsDep = Annotated[CampaignStore, Depends(get_campaigns)]
+DoNotCallDep = Annotated[DoNotCallList, Depends(get_do_not_call)]
 
 
 def bearer_token(request: Request) -> str | None:
