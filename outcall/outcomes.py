@@ -49,7 +49,10 @@ def record_outcome_tool(outcomes: list[str]) -> FunctionSchema:
             "notes": {"type": "string", "description": "Anything the team should know, in a sentence."},
             "callback_time": {
                 "type": "string",
-                "description": "For callback_requested: when to call back, as the person said it.",
+                "description": (
+                    "For callback_requested: when to call back, in the person's local time, as an ISO 8601 "
+                    "date and time such as 2026-05-04T15:30:00. The call is placed then, within calling hours."
+                ),
             },
         },
         required=["outcome"],
