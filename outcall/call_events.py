@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outcall.call_views import call_detail
-from outcall.database import Database, utcnow
+from outcall.database import Database, for_update, utcnow
 from outcall.models import CallEvent, CallRecord
 
 MAX_ATTEMPTS = 12  # with the backoff below: about 3.5 hours of trying
@@ -101,9 +101,7 @@ class CallEventDelivery:
                 .order_by(CallEvent.next_attempt_at)
                 .limit(1)
             )
-            if self.database.is_postgresql:
-                query = query.with_for_update(skip_locked=True)
-            event = (await session.execute(query)).scalar_one_or_none()
+            event = (await session.execute(for_update(session, query, skip_locked=True))).scalar_one_or_none()
             if event is None:
                 return None
             event.attempts += 1

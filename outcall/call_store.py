@@ -17,7 +17,7 @@ from outcall.call_events import add_event
 from outcall.calls import CallClaimError, CallConfig
 from outcall.clock import Clock, SystemClock
 from outcall.contact_calls import follow_call
-from outcall.database import Database, utcnow
+from outcall.database import Database, for_update, utcnow
 from outcall.models import FINAL_STATUSES, STATUS_ORDER, CallRecord, EndReason, status_rank
 from outcall.reports import CallReport
 from outcall.stream_auth import StreamTokenError, issue_report_token, verify_stream_token
@@ -264,13 +264,11 @@ class CallStore:
     async def _follow(self, session: AsyncSession, record: CallRecord, attempted: bool = True) -> None:
         """A campaign call's contact follows its call, in the same transaction."""
         if record.contact_id is not None:
-            if await follow_call(session, record, self.clock.now(), self.database.is_postgresql, attempted):
+            if await follow_call(session, record, self.clock.now(), attempted):
                 _after_commit(session, self.on_slot_freed)
 
     async def _locked(self, session: AsyncSession, call_id: str) -> CallRecord:
-        query = select(CallRecord).where(CallRecord.id == call_id)
-        if self.database.is_postgresql:
-            query = query.with_for_update()
+        query = for_update(session, select(CallRecord).where(CallRecord.id == call_id))
         record = (await session.execute(query)).scalar_one_or_none()
         if record is None:
             raise CallClaimError(404, f"no call {call_id}")

@@ -6,7 +6,7 @@ from sqlalchemy import case, delete, func, select
 
 from outcall.campaigns import CampaignSettings, CampaignStats
 from outcall.clock import Clock
-from outcall.database import Database, utcnow
+from outcall.database import Database, for_update, utcnow
 from outcall.models import FINAL_STATUSES, Campaign, CampaignStatus, CallRecord, Contact, ContactState, EndReason
 
 # From which states each action may be taken, and the state it leads to.
@@ -143,10 +143,7 @@ class CampaignStore:
             return list((await session.execute(query)).scalars())
 
     async def _locked(self, session, campaign_id: str) -> Campaign:
-        query = select(Campaign).where(Campaign.id == campaign_id)
-        if self.database.is_postgresql:
-            query = query.with_for_update()
-        campaign = (await session.execute(query)).scalar_one_or_none()
+        campaign = (await session.execute(for_update(session, select(Campaign).where(Campaign.id == campaign_id)))).scalar_one_or_none()
         if campaign is None:
             raise CampaignError(404, f"No campaign with id {campaign_id!r}")
         return campaign

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from outcall.calling_windows import zone
 from outcall.campaigns import CampaignSettings
+from outcall.database import for_update
 from outcall.do_not_call import add_numbers
 from outcall.models import Campaign, CallRecord, Contact, ContactState
 
@@ -29,13 +30,13 @@ class DoneReason:
 
 
 async def follow_call(
-    session: AsyncSession, record: CallRecord, now: datetime, locking: bool, attempted: bool = True
+    session: AsyncSession, record: CallRecord, now: datetime, attempted: bool = True
 ) -> bool:
     """Bring the contact of `record` (a campaign call) up to date with it; True when that freed
     the campaign's slot. A call that was not `attempted` (it never reached Twilio) gives the
     contact its attempt back, due at once."""
-    query = select(Contact).where(Contact.id == record.contact_id)
-    contact = (await session.execute(query.with_for_update() if locking else query)).scalar_one_or_none()
+    query = for_update(session, select(Contact).where(Contact.id == record.contact_id))
+    contact = (await session.execute(query)).scalar_one_or_none()
     if contact is None:
         return False  # its campaign was deleted
     if record.outcome == DO_NOT_CALL_OUTCOME:

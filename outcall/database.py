@@ -18,7 +18,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import DateTime, Insert, event
+from sqlalchemy import DateTime, Insert, Select, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -40,6 +40,14 @@ class UTCDateTime(TypeDecorator):
 
     def process_result_value(self, value: datetime | None, dialect):
         return value.replace(tzinfo=UTC) if value is not None else None
+
+
+def for_update(session: AsyncSession, query: Select, skip_locked: bool = False) -> Select:
+    """`query` taking row locks on PostgreSQL (skipping rows another instance holds, if asked).
+    SQLite has no row locks; there `Database.write` queues the writers instead."""
+    if session.bind.dialect.name != "postgresql":
+        return query
+    return query.with_for_update(skip_locked=skip_locked)
 
 
 def insert_ignoring_duplicates(dialect_name: str, table) -> Insert:

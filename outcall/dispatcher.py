@@ -29,7 +29,7 @@ from outcall.calls import CallConfig, render_call_config
 from outcall.campaigns import CampaignSettings
 from outcall.clock import Clock
 from outcall.contact_calls import DoneReason
-from outcall.database import Database
+from outcall.database import Database, for_update
 from outcall.models import IN_FLIGHT, FINAL_STATUSES, Campaign, CampaignStatus, CallRecord, Contact, ContactState
 from outcall.settings import Settings
 from server_utils import TwilioCallError, fetch_twilio_call, find_twilio_call, make_twilio_call
@@ -120,9 +120,8 @@ class Dispatcher:
         now = self.clock.now()
         async with self.database.write() as session:
             query = select(Campaign).where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.RUNNING)
-            if self.database.is_postgresql:
-                query = query.with_for_update(skip_locked=True)  # another instance is deciding for it
-            campaign = (await session.execute(query)).scalar_one_or_none()
+            # skip_locked: another instance is deciding for this campaign right now.
+            campaign = (await session.execute(for_update(session, query, skip_locked=True))).scalar_one_or_none()
             if campaign is None:
                 return []
             settings = CampaignSettings.model_validate(campaign.settings)
@@ -173,9 +172,7 @@ class Dispatcher:
             .order_by(Contact.next_attempt_at, Contact.id)
             .limit(limit)
         )
-        if self.database.is_postgresql:
-            query = query.with_for_update(skip_locked=True)
-        return list((await session.execute(query)).scalars())
+        return list((await session.execute(for_update(session, query, skip_locked=True))).scalars())
 
     @staticmethod
     async def _any_left(session: AsyncSession, campaign_id: str) -> bool:
