@@ -70,10 +70,19 @@ async def _until_client_gives_up(request: web.Request) -> None:
 
 @dataclass
 class BotAudio:
-    """One media message the bot sent: when it arrived and how loud it was."""
+    """One media message the bot sent: when it arrived, how loud it was and how long it plays."""
 
     at: float
     rms: float
+    seconds: float = 0.02
+
+
+@dataclass
+class Utterance:
+    """When the callee's first and last voiced frames of one `say()` went out on the line."""
+
+    first_voiced_at: float | None = None
+    last_voiced_at: float | None = None
 
 
 @dataclass
@@ -124,16 +133,32 @@ class EmulatedCall:
     _next_twiml: ET.Element | None = None
     _callback_tasks: list[asyncio.Task] = field(default_factory=list)
     _sequence: int = 0
+    played_until: float = 0.0  # when the bot audio Twilio has buffered finishes playing
     _bot_voice: asyncio.Event = field(default_factory=asyncio.Event)
     _last_voiced_at: float = 0.0
 
     # --- what a scripted callee can do -------------------------------------------------------
 
-    async def say(self, ulaw: bytes) -> None:
+    async def say(self, ulaw: bytes) -> Utterance:
         """Speak: the audio replaces line silence, 20 ms a message, in real time."""
         done = asyncio.get_running_loop().create_future()
-        await self._speech.put((frames(ulaw), done))
+        chunks = frames(ulaw)
+        voiced = [rms(ulaw_to_pcm(chunk)) > VOICED_RMS for chunk in chunks]
+        utterance = Utterance()
+        await self._speech.put((list(zip(chunks, voiced)), utterance, done))
         await done
+        return utterance
+
+    async def wait_until_played(self, timeout: float = 10, quiet: float = 0.5) -> float:
+        """Like `wait_for_bot_to_speak`, but the quiet starts once the bot's audio has played.
+
+        The bot sends audio faster than real time and Twilio buffers it; a callee hears the
+        bot until `played_until`.
+        """
+        first_voice = await self.wait_for_bot_to_speak(timeout, quiet=0)
+        while time.monotonic() < self.played_until + quiet:
+            await asyncio.sleep(self.played_until + quiet - time.monotonic())
+        return first_voice
 
     async def wait_for_bot_to_speak(self, timeout: float = 10, quiet: float = 0.5) -> float:
         """Wait until the bot has spoken and then been quiet for `quiet` seconds.
@@ -633,15 +658,16 @@ class TwilioEmulator:
     async def _send_media(self, call: EmulatedCall, ws) -> None:
         """One 20 ms frame every 20 ms: the callee's speech when they talk, else line silence."""
         sequence, chunk, start = 2, 1, time.monotonic()
-        speech: list[bytes] = []
+        speech: list[tuple[bytes, bool]] = []
+        utterance: Utterance | None = None
         done: asyncio.Future | None = None
         while True:
             if not speech and done is not None:
                 done.set_result(None)
                 done = None
             if not speech and not call._speech.empty():
-                speech, done = call._speech.get_nowait()
-            payload = speech.pop(0) if speech else ULAW_SILENCE
+                speech, utterance, done = call._speech.get_nowait()
+            payload, voiced = speech.pop(0) if speech else (ULAW_SILENCE, False)
             message = {
                 "event": "media",
                 "sequenceNumber": str(sequence),
@@ -657,12 +683,14 @@ class TwilioEmulator:
                 await ws.send(json.dumps(message))
             except websockets.ConnectionClosed:
                 return
+            if voiced:
+                utterance.last_voiced_at = time.monotonic()
+                utterance.first_voiced_at = utterance.first_voiced_at or utterance.last_voiced_at
             sequence, chunk = sequence + 1, chunk + 1
             await asyncio.sleep(max(0.0, start + (chunk - 1) * 0.02 - time.monotonic()))
 
     async def _receive(self, call: EmulatedCall, ws) -> None:
         """Record what the bot sends; echo marks when the audio queued before them has played."""
-        played_until = 0.0
         pending_marks: list[tuple[float, str]] = []
         async for raw in ws:
             now = time.monotonic()
@@ -673,16 +701,17 @@ class TwilioEmulator:
             if event == "media":
                 payload = base64.b64decode(message["media"]["payload"])
                 level = rms(ulaw_to_pcm(payload))
-                call.bot_audio.append(BotAudio(now, level))
+                seconds = len(payload) / FRAME_BYTES * 0.02
+                call.bot_audio.append(BotAudio(now, level, seconds))
                 if level > VOICED_RMS:
                     call._last_voiced_at = now
                     call._bot_voice.set()
-                played_until = max(played_until, now) + len(payload) / FRAME_BYTES * 0.02
+                call.played_until = max(call.played_until, now) + seconds
             elif event == "clear":
                 call.clears.append(now)
-                played_until = now
+                call.played_until = now
             elif event == "mark":
-                pending_marks.append((played_until, message["mark"]["name"]))
+                pending_marks.append((call.played_until, message["mark"]["name"]))
             due = [m for m in pending_marks if m[0] <= now or event == "clear"]
             for m in due:
                 pending_marks.remove(m)

@@ -1,0 +1,318 @@
+"""Call benchmark: what outcall's bot adds to a call's latency and costs per call, side by side
+with a plain Pipecat bot (bench/baseline_bot.py). Not a test: it prints Markdown for the README.
+
+    uv run python bench/call_bench.py [--calls 1 10 20 40 60] [--turns 52] [--window 20] [--readme]
+
+For each server (outcall's `server.py`, then the baseline), in a process of its own:
+1. Latency: a few concurrent callees take turns. First words = the stream's `start` message →
+   the first voiced bot frame. Response overhead = the callee's last voiced frame → the first
+   voiced frame of the reply, minus the endpointing wait both bots are configured with (VAD
+   stop 0.2 s + speech timeout). The last turn of each call talks over the reply: barge-in =
+   the callee's first voiced frame → the `clear` message, minus VAD start (0.2 s).
+2. Cost: N concurrent calls, the callee line sending 20 ms frames throughout (speech, then line
+   silence while the bot answers, about half the time each). Over a steady window: the server
+   process's CPU per call-second and resident memory per call (above the idle server after one
+   warm-up call), and how late the bot's frames arrive for seamless playout. Capacity is the
+   largest N with no frame more than 100 ms late.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import re
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from call_harness import (  # noqa: E402
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    OUR_NUMBER,
+    ROOT,
+    BotServer,
+    CalleeLog,
+    LoopLag,
+    VendorFakes,
+    callee_line,
+    first_voiced_after,
+    frame_lateness,
+    percentile,
+    place_call,
+    start_server,
+)
+from tests.fakes.twilio import EmulatedCall, TwilioEmulator  # noqa: E402
+
+VAD_START_SECS = 0.2
+VAD_STOP_SECS = 0.2
+LATE_SECS = 0.1
+REPLY_CHARS = 225  # ≈ 2.7 s of fake speech: the bot talks about half of each exchange
+KINDS = ("outcall", "baseline")
+
+
+@dataclass
+class LatencyResult:
+    first_words_ms: list[float] = field(default_factory=list)
+    overhead_ms: list[float] = field(default_factory=list)
+    barge_in_ms: list[float] = field(default_factory=list)
+
+
+@dataclass
+class CostResult:
+    calls: int
+    window_secs: float
+    cpu_ms_per_call_sec: float
+    rss_mb_per_call: float
+    idle_rss_mb: float
+    late_frames: int
+    frames: int
+    max_late_ms: float
+    p99_late_ms: float
+    bot_talk_share: float
+    overhead_p50_ms: float | None
+    audio_received_share: float
+    load_generator_lag_p99_ms: float
+
+
+async def conversation(call: EmulatedCall, turns: int, endpointing: float, result: LatencyResult, barge_in: bool):
+    """The latency callee: hear the greeting, take `turns` turns, then talk over the bot."""
+    await call.wait_until_played(quiet=0.2)
+    result.first_words_ms.append((first_voiced_after(call, call.stream_started_at) - call.stream_started_at) * 1000)
+    line = callee_line()
+    for _ in range(turns):
+        spoken = await call.say(line)
+        await call.wait_until_played(quiet=0.2)
+        reply = first_voiced_after(call, spoken.last_voiced_at)
+        result.overhead_ms.append((reply - spoken.last_voiced_at - endpointing) * 1000)
+    if barge_in:
+        spoken_at = time.monotonic()
+        await call.say(line)
+        await call.wait_for_bot_to_speak(quiet=0)
+        await asyncio.sleep(0.3)  # the bot is mid-sentence
+        spoken = await call.say(line)
+        clear = next((c for c in call.clears if c > spoken_at and c > spoken.first_voiced_at), None)
+        if clear is not None:
+            result.barge_in_ms.append((clear - spoken.first_voiced_at - VAD_START_SECS) * 1000)
+
+
+async def run_calls(server: BotServer, twilio: TwilioEmulator, count: int, callee, ramp_secs: float = 0.0) -> list[EmulatedCall]:
+    """Place `count` calls (spread over `ramp_secs`), each answered by `callee(call)`; returns them once streaming."""
+    twilio.callee = callee
+    async with httpx.AsyncClient(timeout=30) as http:
+
+        async def dial(index: int) -> EmulatedCall:
+            await asyncio.sleep(random.uniform(0, ramp_secs))
+            return twilio.calls[await place_call(server, twilio, http, index)]
+
+        calls = await asyncio.gather(*(dial(i) for i in range(count)))
+    while not all(call.stream_started_at for call in calls):
+        await asyncio.sleep(0.05)
+    return list(calls)
+
+
+async def hang_up_all(calls: list[EmulatedCall]) -> None:
+    for call in calls:
+        call._hangup.set()
+    await asyncio.wait_for(asyncio.gather(*(call.ended.wait() for call in calls)), 30)
+
+
+async def measure_latency(kind: str, twilio: TwilioEmulator, fakes: VendorFakes, turns: int, concurrency: int, speech_timeout: float) -> LatencyResult:
+    server = await start_server(kind, twilio, fakes, speech_timeout)
+    result = LatencyResult()
+    endpointing = VAD_STOP_SECS + speech_timeout
+    try:
+        per_call = max(1, turns // concurrency)
+        done: list[asyncio.Future] = []
+
+        async def callee(call: EmulatedCall):
+            finished = asyncio.get_running_loop().create_future()
+            done.append(finished)
+            try:
+                await conversation(call, per_call, endpointing, result, barge_in=True)
+            finally:
+                finished.set_result(None)
+
+        await run_calls(server, twilio, 1, lambda call: call.wait_until_played())  # warm-up
+        calls = await run_calls(server, twilio, concurrency, callee)
+        while len(done) < concurrency:
+            await asyncio.sleep(0.05)
+        await asyncio.gather(*done)
+        await hang_up_all(calls)
+    finally:
+        server.stop()
+    return result
+
+
+async def measure_cost(kind: str, twilio: TwilioEmulator, fakes: VendorFakes, n: int, window: float, speech_timeout: float) -> CostResult:
+    server = await start_server(kind, twilio, fakes, speech_timeout)
+    endpointing = VAD_STOP_SECS + speech_timeout
+    logs: dict[str, CalleeLog] = {}
+    overheads: list[float] = []
+    talking = True
+    try:
+        warm_up = await run_calls(server, twilio, 1, lambda call: call.wait_until_played())
+        await asyncio.sleep(1)
+        await hang_up_all(warm_up)
+        await asyncio.sleep(1)
+        idle_rss = server.rss_bytes()
+
+        async def callee(call: EmulatedCall):
+            log = logs.setdefault(call.sid, CalleeLog())
+            await call.wait_until_played(quiet=0.2)
+            line = callee_line()
+            while talking:
+                spoken = await call.say(line)
+                log.utterances.append(spoken)
+                await call.wait_until_played(quiet=0.2)
+                reply = first_voiced_after(call, spoken.last_voiced_at)
+                overheads.append((reply - spoken.last_voiced_at - endpointing) * 1000)
+
+        synthesised_before = fakes.synthesised_secs()
+        calls = await run_calls(server, twilio, n, callee, ramp_secs=min(3.0, 0.1 * n))
+        await asyncio.sleep(3)  # every call past its greeting and into conversation
+        lag = LoopLag()
+        lag.start()
+        overheads.clear()
+        start, cpu_before, peak_rss = time.monotonic(), server.cpu_seconds(), 0
+        while time.monotonic() - start < window:
+            peak_rss = max(peak_rss, server.rss_bytes())
+            await asyncio.sleep(0.5)
+        end, cpu_after = time.monotonic(), server.cpu_seconds()
+        lags = lag.stop()
+        talking = False
+        await asyncio.sleep(8)  # replies in progress finish playing
+        await hang_up_all(calls)
+        synthesised = fakes.synthesised_secs() - synthesised_before
+    finally:
+        server.stop()
+
+    lateness = [late for call in calls for late in frame_lateness(call, logs.get(call.sid, CalleeLog()), start, end)]
+    talk = sum(a.seconds for call in calls for a in call.bot_audio if start <= a.at < end and a.rms > 200)
+    received = sum(a.seconds for call in calls for a in call.bot_audio if a.rms > 200)
+    return CostResult(
+        calls=n,
+        window_secs=round(end - start, 1),
+        cpu_ms_per_call_sec=round((cpu_after - cpu_before) * 1000 / (n * (end - start)), 1),
+        rss_mb_per_call=round((peak_rss - idle_rss) / n / 2**20, 1),
+        idle_rss_mb=round(idle_rss / 2**20),
+        late_frames=sum(late > LATE_SECS for late in lateness),
+        frames=len(lateness),
+        max_late_ms=round(max(lateness, default=0) * 1000),
+        p99_late_ms=round(percentile(lateness, 99) * 1000) if lateness else 0,
+        bot_talk_share=round(talk / (n * (end - start)), 2),
+        overhead_p50_ms=round(statistics.median(overheads)) if overheads else None,
+        audio_received_share=round(received / synthesised, 3) if synthesised else 0.0,
+        load_generator_lag_p99_ms=round(percentile(lags, 99) * 1000, 1) if lags else 0.0,
+    )
+
+
+def ratio(ours: float | None, base: float | None) -> str:
+    return f"{ours / base:.2f}×" if ours is not None and base else "–"
+
+
+def summarise_latency(results: dict[str, LatencyResult]) -> str:
+    rows = ["| figure | outcall | baseline | ratio |", "|---|---|---|---|"]
+
+    def row(name: str, values: dict[str, list[float]], q: int | None):
+        figure = {k: (statistics.median(v) if q is None else percentile(v, q)) if v else None for k, v in values.items()}
+        cells = [f"{figure[k]:.0f} ms" if figure[k] is not None else "–" for k in KINDS]
+        rows.append(f"| {name} | {cells[0]} | {cells[1]} | {ratio(figure['outcall'], figure['baseline'])} |")
+
+    first = {k: r.first_words_ms for k, r in results.items()}
+    overhead = {k: r.overhead_ms for k, r in results.items()}
+    barge = {k: r.barge_in_ms for k, r in results.items()}
+    row(f"first words, median (n={len(first['outcall'])})", first, None)
+    row(f"response overhead p50 (n={len(overhead['outcall'])} turns)", overhead, None)
+    row("response overhead p95", overhead, 95)
+    row(f"barge-in: speech → `clear`, minus VAD start, median (n={len(barge['outcall'])})", barge, None)
+    return "\n".join(rows)
+
+
+def summarise_cost(results: dict[str, list[CostResult]]) -> str:
+    rows = [
+        "| N | CPU ms per call-second (outcall / baseline / ratio) | MB per call (outcall / baseline) "
+        "| frames > 100 ms late (outcall / baseline) | worst frame (ms) | reply overhead p50 (ms) | bot talk share |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for ours, base in zip(results["outcall"], results["baseline"]):
+        rows.append(
+            f"| {ours.calls} | {ours.cpu_ms_per_call_sec} / {base.cpu_ms_per_call_sec} / "
+            f"{ratio(ours.cpu_ms_per_call_sec, base.cpu_ms_per_call_sec)} | {ours.rss_mb_per_call} / {base.rss_mb_per_call} "
+            f"| {ours.late_frames} of {ours.frames} / {base.late_frames} of {base.frames} "
+            f"| {ours.max_late_ms} / {base.max_late_ms} | {ours.overhead_p50_ms} / {base.overhead_p50_ms} "
+            f"| {ours.bot_talk_share} / {base.bot_talk_share} |"
+        )
+    capacity = {
+        kind: max((r.calls for r in runs if r.late_frames == 0), default=0) for kind, runs in results.items()
+    }
+    rows.append("")
+    rows.append(f"Capacity (largest N with no frame > 100 ms late): outcall {capacity['outcall']}, baseline {capacity['baseline']}.")
+    return "\n".join(rows)
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.machine())
+    return f"{cpu}, {os.cpu_count()} cores, CPython {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
+
+
+def write_readme(text: str) -> None:
+    readme = ROOT / "README.md"
+    content = readme.read_text()
+    pattern = re.compile(r"(<!-- call-bench:start -->\n).*?(<!-- call-bench:end -->)", re.S)
+    if not pattern.search(content):
+        raise SystemExit("README.md has no <!-- call-bench:start --> … <!-- call-bench:end --> block")
+    readme.write_text(pattern.sub(lambda m: m.group(1) + text + "\n" + m.group(2), content))
+
+
+async def main(args) -> dict:
+    fakes = VendorFakes(REPLY_CHARS)
+    twilio = await TwilioEmulator(ACCOUNT_SID, AUTH_TOKEN, {OUR_NUMBER}).start()
+    twilio.ring_secs = 0.0
+    latency: dict[str, LatencyResult] = {}
+    cost: dict[str, list[CostResult]] = {kind: [] for kind in KINDS}
+    try:
+        for kind in KINDS:
+            if args.turns:
+                latency[kind] = await measure_latency(kind, twilio, fakes, args.turns, args.concurrency, args.speech_timeout)
+                print(f"{kind} latency: {json.dumps(asdict(latency[kind]))}", file=sys.stderr)
+        for n in args.calls:
+            for kind in KINDS:
+                result = await measure_cost(kind, twilio, fakes, n, args.window, args.speech_timeout)
+                cost[kind].append(result)
+                print(f"{kind} N={n}: {json.dumps(asdict(result))}", file=sys.stderr)
+    finally:
+        await twilio.stop()
+        fakes.stop()
+    return {"latency": latency, "cost": cost}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, nargs="*", default=[1, 10, 20, 40, 60], help="concurrent calls per cost run")
+    parser.add_argument("--window", type=float, default=20.0, help="seconds measured per cost run")
+    parser.add_argument("--turns", type=int, default=52, help="turns measured for latency (0 skips it)")
+    parser.add_argument("--concurrency", type=int, default=4, help="concurrent calls in the latency run")
+    parser.add_argument("--speech-timeout", type=float, default=0.3, help="turn-stop wait after VAD stop, both bots")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--readme", action="store_true", help="replace the results block in README.md")
+    args = parser.parse_args()
+
+    results = asyncio.run(main(args))
+    text = f"Machine: {machine()}; endpointing wait {VAD_STOP_SECS + args.speech_timeout:.1f} s (VAD stop 0.2 s + speech timeout {args.speech_timeout} s).\n"
+    if results["latency"]:
+        text += "\n" + summarise_latency(results["latency"]) + "\n"
+    if args.calls:
+        text += "\n" + summarise_cost(results["cost"]) + "\n"
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps({k: {kind: (asdict(v) if not isinstance(v, list) else [asdict(x) for x in v]) for kind, v in d.items()} for k, d in results.items()}, indent=2))
+    if args.readme:
+        write_readme(text)

@@ -1,0 +1,260 @@
+"""What the call benchmarks stand on: the vendor fakes in a process of their own, a bot server
+(outcall's `server.py` or the plain Pipecat baseline) in another, the Twilio emulator placing
+calls in this one, and the measurements taken from what crossed the emulated phone line.
+
+Three processes, as in production, so the CPU and memory read from `/proc` are the server's
+alone. The fakes answer at once: every millisecond measured is the server's own.
+"""
+
+import asyncio
+import multiprocessing
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.fakes.twilio import EmulatedCall, TwilioEmulator, Utterance  # noqa: E402
+
+ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
+AUTH_TOKEN = "bench-twilio-auth-token"
+API_KEY = "bench-dialout-key"
+OUR_NUMBER = "+14155550100"
+CALLEE_BASE = 14155560000
+TICKS_PER_SEC = os.sysconf("SC_CLK_TCK")
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+REPLY_SECS_PER_CHAR = 0.012  # the fake TTS's speaking rate (tests/fakes/cartesia.py)
+
+
+# --- the vendor fakes, in their own process ---------------------------------------------------
+
+
+def bench_reply(chars: int):
+    """The fake LLM's answer: a reply of `chars` characters, whatever the callee said."""
+    sentence = "Thanks, that is helpful to know. "
+    text = (sentence * (chars // len(sentence) + 1))[:chars].strip()
+    return lambda request: [{"text": text}]
+
+
+def _serve_vendor_fakes(reply_chars: int, pipe) -> None:
+    from tests.fakes.cartesia import FakeCartesia
+    from tests.fakes.deepgram import FakeDeepgram
+    from tests.fakes.gemini import FakeGemini
+
+    async def serve():
+        deepgram = await FakeDeepgram("dg-key").start()
+        gemini = await FakeGemini("google-key", bench_reply(reply_chars)).start()
+        cartesia = await FakeCartesia("cartesia-key").start()
+        pipe.send({"deepgram": deepgram.base_url, "gemini": gemini.base_url, "cartesia": cartesia.url})
+        loop = asyncio.get_running_loop()
+        while await loop.run_in_executor(None, pipe.recv) == "stats":
+            pipe.send({"tts_chars": sum(len(t) for t in cartesia.transcripts)})
+
+    asyncio.run(serve())
+
+
+class VendorFakes:
+    """Deepgram, Gemini and Cartesia fakes running in a child process."""
+
+    def __init__(self, reply_chars: int):
+        self._pipe, child = multiprocessing.Pipe()
+        self._process = multiprocessing.get_context("spawn").Process(
+            target=_serve_vendor_fakes, args=(reply_chars, child), daemon=True
+        )
+        self._process.start()
+        self.urls: dict[str, str] = self._pipe.recv()
+
+    def synthesised_secs(self) -> float:
+        """Seconds of speech the fake TTS has produced so far."""
+        self._pipe.send("stats")
+        return self._pipe.recv()["tts_chars"] * REPLY_SECS_PER_CHAR
+
+    def stop(self) -> None:
+        self._pipe.send("stop")
+        self._process.join(5)
+
+
+# --- the bot servers -------------------------------------------------------------------------
+
+
+@dataclass
+class BotServer:
+    """One bot server process: outcall's `server.py`, or the baseline."""
+
+    kind: str  # "outcall" or "baseline"
+    process: subprocess.Popen
+    url: str
+    log: Path
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS_PER_SEC  # utime + stime
+
+    def rss_bytes(self) -> int:
+        return int(Path(f"/proc/{self.process.pid}/statm").read_text().split()[1]) * PAGE_BYTES
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def server_environment(kind: str, port: int, twilio: TwilioEmulator, fakes: VendorFakes, speech_timeout: float) -> dict:
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "TWILIO_API_BASE_URL": twilio.base_url,
+        "DEEPGRAM_API_KEY": "dg-key",
+        "DEEPGRAM_BASE_URL": fakes.urls["deepgram"],
+        "GOOGLE_API_KEY": "google-key",
+        "GOOGLE_API_BASE_URL": fakes.urls["gemini"],
+        "CARTESIA_API_KEY": "cartesia-key",
+        "CARTESIA_URL": fakes.urls["cartesia"],
+        "USER_SPEECH_TIMEOUT_SECS": str(speech_timeout),
+        "LOG_LEVEL": "INFO",
+    }
+    if kind == "outcall":
+        env.update(
+            SERVER_URL=f"http://127.0.0.1:{port}",
+            DIALOUT_API_KEY=API_KEY,
+            STREAM_SECRET="bench-stream-secret",
+            TWILIO_PHONE_NUMBER=OUR_NUMBER,
+            DATABASE_URL=f"sqlite+aiosqlite:///{tempfile.mkdtemp(prefix='outcall-bench-')}/outcall.db",
+            TURN_STOP="speech_timeout",
+            IDLE_TIMEOUT_SECS="30",
+        )
+    return env
+
+
+async def start_server(kind: str, twilio: TwilioEmulator, fakes: VendorFakes, speech_timeout: float) -> BotServer:
+    port = free_port()
+    script = ROOT / ("server.py" if kind == "outcall" else "bench/baseline_bot.py")
+    log = Path(tempfile.mkstemp(prefix=f"{kind}-", suffix=".log")[1])
+    process = subprocess.Popen(
+        [sys.executable, str(script)],
+        cwd=ROOT,
+        env=server_environment(kind, port, twilio, fakes, speech_timeout),
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient() as client:
+        for _ in range(600):
+            if process.poll() is not None:
+                raise RuntimeError(f"{kind} server exited: {log.read_text()[-2000:]}")
+            try:
+                if (await client.get(f"{url}/health")).status_code == 200:
+                    return BotServer(kind, process, url, log)
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"{kind} server did not start: {log.read_text()[-2000:]}")
+
+
+async def place_call(server: BotServer, twilio: TwilioEmulator, http: httpx.AsyncClient, index: int) -> str:
+    """Dial one emulated callee the way each server is meant to be used; returns the Twilio call SID."""
+    to_number = f"+{CALLEE_BASE + index}"
+    if server.kind == "outcall":
+        response = await http.post(
+            f"{server.url}/dialout",
+            json={"to_number": to_number, "variables": {"first_name": "Ada"}},
+            headers={"X-API-Key": API_KEY},
+        )
+        response.raise_for_status()
+        return response.json()["call_sid"]
+    response = await http.post(
+        f"{twilio.base_url}/2010-04-01/Accounts/{ACCOUNT_SID}/Calls.json",
+        data={"To": to_number, "From": OUR_NUMBER, "Url": f"{server.url}/twiml"},
+        auth=(ACCOUNT_SID, AUTH_TOKEN),
+    )
+    response.raise_for_status()
+    return response.json()["sid"]
+
+
+# --- what the callee hears -------------------------------------------------------------------
+
+
+@dataclass
+class CalleeLog:
+    """What one scripted callee said, and when."""
+
+    utterances: list[Utterance] = field(default_factory=list)
+
+
+def first_voiced_after(call: EmulatedCall, at: float) -> float | None:
+    return next((a.at for a in call.bot_audio if a.at > at and a.rms > 200), None)
+
+
+def frame_lateness(call: EmulatedCall, log: CalleeLog, since: float, until: float) -> list[float]:
+    """How late each bot audio frame in [since, until) arrived for seamless playout.
+
+    Twilio plays what it has buffered; a frame arriving after the audio before it has finished
+    playing leaves a gap the callee hears. Each reply to the callee starts a new stretch of
+    playout (the pause before it is response time, measured elsewhere).
+    """
+    speech_starts = sorted(u.first_voiced_at for u in log.utterances if u.first_voiced_at)
+    lateness: list[float] = []
+    played_until = None
+    previous_at = -1.0
+    for frame in call.bot_audio:
+        new_reply = played_until is None or any(previous_at < s <= frame.at for s in speech_starts)
+        if new_reply:
+            played_until = frame.at
+        if since <= frame.at < until:
+            lateness.append(max(0.0, frame.at - played_until))
+        played_until = max(played_until, frame.at) + frame.seconds
+        previous_at = frame.at
+    return lateness
+
+
+def percentile(values: list[float], q: float) -> float:
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if q < 100 else max(values)
+
+
+class LoopLag:
+    """How late this process's event loop wakes up: if the load generator itself falls behind,
+    its timestamps are no longer the server's doing."""
+
+    def __init__(self, interval: float = 0.01):
+        self.interval = interval
+        self.lags: list[float] = []
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(self.interval)
+            self.lags.append(time.monotonic() - before - self.interval)
+
+    def stop(self) -> list[float]:
+        self._task.cancel()
+        return self.lags
+
+
+def callee_line(name: str = "yes_this_is_ada") -> bytes:
+    """A recorded callee line from the test fixtures, 8 kHz μ-law."""
+    return (ROOT / "tests" / "fixtures" / f"{name}.ulaw").read_bytes()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
