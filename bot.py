@@ -33,7 +33,6 @@ from pipecat.frames.frames import (
     OutputDTMFFrame,
     TTSSpeakFrame,
 )
-from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.runner.types import CallData, RunnerArguments, WebSocketRunnerArguments
 from pipecat.runner.utils import parse_telephony_websocket
@@ -189,7 +188,6 @@ async def run_bot(
     if config.wait_for_callee:
         system_instruction += f'\n\nThe person speaks first. Answer them with this greeting: "{config.greeting}"'
     call = build_pipeline(transport, settings, system_instruction, call_tools(config, settings))
-    latency = UserBotLatencyObserver()
     worker = PipelineWorker(
         call.pipeline,
         params=PipelineParams(
@@ -197,8 +195,12 @@ async def run_bot(
             audio_out_sample_rate=SAMPLE_RATE,
             enable_metrics=True,
         ),
-        observers=[latency],
         idle_timeout_secs=None,  # the callee's silence is handled below, politely
+        # No observers: each one is handed every frame every processor pushes (50 audio
+        # frames a second). RTVI speaks to web clients, not phones; turns are timed by
+        # call.response_timer.
+        enable_rtvi=False,
+        enable_turn_tracking=False,
     )
     worker.set_reached_upstream_filter((BotStoppedSpeakingFrame,))
     log = logger.bind(call_id=config.call_id)
@@ -226,8 +228,8 @@ async def run_bot(
         progress.end(EndReason.CALLEE_HUNG_UP)
         await worker.cancel()
 
-    @latency.event_handler("on_latency_measured")
-    async def on_latency_measured(observer, seconds: float):
+    @call.response_timer.event_handler("on_response_latency")
+    async def on_response_latency(timer, seconds: float):
         turn_latency.append(seconds)
 
     @call.user_aggregator.event_handler("on_user_turn_started")

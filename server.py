@@ -257,4 +257,4 @@ def report_missing_settings(settings: Settings):
 if __name__ == "__main__":
     settings = Settings()
     bot.configure_logging(settings)
-    uvicorn.run(create_app(settings), host="0.0.0.0", port=settings.port)
+    uvicorn.run(create_app(settings), host="0.0.0.0", port=settings.port, ws_per_message_deflate=False)

@@ -124,7 +124,7 @@ def server_environment(kind: str, port: int, twilio: TwilioEmulator, fakes: Vend
         "CARTESIA_API_KEY": "cartesia-key",
         "CARTESIA_URL": fakes.urls["cartesia"],
         "USER_SPEECH_TIMEOUT_SECS": str(speech_timeout),
-        "LOG_LEVEL": "INFO",
+        "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
     }
     if kind == "outcall":
         env.update(
@@ -196,6 +196,33 @@ class CalleeLog:
 
 def first_voiced_after(call: EmulatedCall, at: float) -> float | None:
     return next((a.at for a in call.bot_audio if a.at > at and a.rms > 200), None)
+
+
+def vad_verdict_delay(ulaw: bytes, stop_secs: float = 0.2) -> float:
+    """How long after the callee's last voiced frame ends Pipecat's Silero VAD declares the
+    speech over, beyond the `stop_secs` it is configured to wait: the model's own hangover on
+    this recording, the same in both bots (median over frame alignments)."""
+    import numpy as np
+    from pipecat.audio.vad.silero import SileroVADAnalyzer
+    from pipecat.audio.vad.vad_analyzer import VADParams
+
+    from tests.fakes.audio import frames, rms, ulaw_to_pcm
+
+    pcm = ulaw_to_pcm(ulaw)
+    last_voiced_end = max(i for i, f in enumerate(frames(ulaw)) if rms(ulaw_to_pcm(f)) > 200) * 160 + 160
+    delays = []
+    for offset in range(0, 256, 32):
+        audio = np.concatenate([np.zeros(offset, "<i2"), pcm, np.zeros(8000, "<i2")]).tobytes()
+        vad = SileroVADAnalyzer(sample_rate=8000, params=VADParams(stop_secs=stop_secs))
+        vad.set_sample_rate(8000)
+        spoke = False
+        for i in range(0, len(audio), 320):
+            state = vad._run_analyzer(audio[i : i + 320]).name
+            spoke = spoke or state == "SPEAKING"
+            if spoke and state == "QUIET" and i // 2 + 160 > offset + last_voiced_end:
+                delays.append((i // 2 + 160 - offset - last_voiced_end) / 8000 - stop_secs)
+                break
+    return statistics.median(delays)
 
 
 def frame_lateness(call: EmulatedCall, log: CalleeLog, since: float, until: float) -> list[float]:

@@ -1,16 +1,21 @@
 """The default call pipeline: Deepgram speech-to-text → Google Gemini → Cartesia text-to-speech.
 
 Telephony audio is 8 kHz μ-law; every service runs at 8 kHz so nothing is resampled.
-Silero VAD hears speech start and stop; Pipecat's smart-turn v3 model (shipped inside
-pipecat) decides when the callee has finished their turn.
+Silero VAD (one model shared by the process's calls, see telephony_vad.py) hears speech start
+and stop; Pipecat's smart-turn v3 model (shipped inside pipecat) decides when the callee has
+finished their turn. The callee's audio goes no further than the user aggregator.
 """
 
+import os
+import ssl
 from dataclasses import dataclass
+from functools import cache
+
+import certifi
 
 from google.genai.types import HttpOptions
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
-from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.processors.aggregators.dtmf_aggregator import DTMFAggregator
 from pipecat.processors.aggregators.llm_context import LLMContext
@@ -28,6 +33,9 @@ from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy, TurnAnaly
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from outcall.settings import Settings
+from pipelines.callee_audio import StopCalleeAudio
+from pipelines.response_timer import ResponseTimer
+from pipelines.telephony_vad import TelephonyVADAnalyzer
 
 SAMPLE_RATE = 8000
 
@@ -41,6 +49,7 @@ class CallPipeline:
     llm: GoogleLLMService
     user_aggregator: LLMUserAggregator
     assistant_aggregator: LLMAssistantAggregator
+    response_timer: ResponseTimer
 
 
 def create_stt(settings: Settings) -> DeepgramSTTService:
@@ -54,8 +63,20 @@ def create_stt(settings: Settings) -> DeepgramSTTService:
     )
 
 
-def google_http_options(settings: Settings) -> HttpOptions | None:
-    return HttpOptions(base_url=settings.google_api_base_url) if settings.google_api_base_url else None
+@cache
+def tls_context() -> ssl.SSLContext:
+    """One TLS context for every call's Gemini client: parsing the CA bundle costs ~20 ms of CPU,
+    and google-genai would otherwise do it three times for each call, as the call starts."""
+    return ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE", certifi.where()))
+
+
+def google_http_options(settings: Settings) -> HttpOptions:
+    tls = tls_context()
+    return HttpOptions(
+        base_url=settings.google_api_base_url,
+        client_args={"verify": tls},
+        async_client_args={"verify": tls, "ssl": tls},  # httpx calls it verify, aiohttp ssl
+    )
 
 
 def create_llm(settings: Settings, system_instruction: str) -> GoogleLLMService:
@@ -98,22 +119,25 @@ def build_pipeline(
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
         context,
         user_params=LLMUserAggregatorParams(
-            vad_analyzer=SileroVADAnalyzer(sample_rate=SAMPLE_RATE),
+            vad_analyzer=TelephonyVADAnalyzer(sample_rate=SAMPLE_RATE),
             user_turn_strategies=create_turn_strategies(settings),
             user_idle_timeout=settings.idle_timeout_secs,
         ),
     )
 
+    response_timer = ResponseTimer()
     pipeline = Pipeline(
         [
             transport.input(),  # Twilio media stream in
             stt,  # speech → text
             DTMFAggregator(timeout=1.5),  # keys the callee presses → "DTMF: 12#" text
             user_aggregator,  # callee's turns into the context
+            StopCalleeAudio(),  # nothing below needs the callee's audio
+            response_timer,  # how long the callee waited for each reply
             llm,  # Gemini decides what to say, or calls a tool
             tts,  # text → speech
             transport.output(),  # Twilio media stream out
             assistant_aggregator,  # bot's turns into the context
         ]
     )
-    return CallPipeline(pipeline, context, llm, user_aggregator, assistant_aggregator)
+    return CallPipeline(pipeline, context, llm, user_aggregator, assistant_aggregator, response_timer)

@@ -129,7 +129,8 @@ class RunningServer:
 
 
 async def start_server(settings: Settings, clock=None) -> tuple[uvicorn.Server, asyncio.Task]:
-    config = uvicorn.Config(create_app(settings, clock), host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(create_app(settings, clock), host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on",
+                            ws_per_message_deflate=False)  # as server.py runs it
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
