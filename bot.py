@@ -7,7 +7,8 @@ How a call flows:
 1. Twilio opens the stream; its `start` message carries the call id and a stream token.
 2. The token is checked before any speech or LLM service starts; a bad one closes the socket (1008).
 3. The call's config (prompt, greeting, …) is claimed from the server with that token.
-4. The bot greets at once (or waits for the callee), then listens, thinks and speaks. Its tools:
+4. The bot greets at once (or waits for the callee), then listens, thinks and speaks. A greeting
+   the server synthesised while the phone rang is sent before the pipeline even starts. Its tools:
    `end_call`, `record_outcome`, `press_keys` (keypad tones for phone menus) and, when a
    transfer number is set, `transfer_call`. Keys the callee presses reach the LLM as text.
 5. After each turn the bot reports the transcript to the server (`/calls/{id}/report`).
@@ -18,6 +19,8 @@ How a call flows:
 """
 
 import asyncio
+import base64
+import json
 import sys
 from functools import partial
 
@@ -73,6 +76,7 @@ PRESS_KEYS = FunctionSchema(
     required=["keys"],
 )
 KEYPAD = set("0123456789*#")
+GREETING_CHUNK_BYTES = 320  # 40 ms of 8 kHz μ-law per media message, as Pipecat's transport sends
 
 
 async def bot(runner_args: RunnerArguments):
@@ -95,9 +99,23 @@ async def run_call(runner_args: WebSocketRunnerArguments, settings: Settings, se
     if config is None:
         await websocket.close(code=1008, reason="stream not authorised")
         return
+    greeting_secs = None
+    if config.greeting_audio and not config.wait_for_callee:
+        greeting_secs = await play_greeting(websocket, call_data.stream_id or "", base64.b64decode(config.greeting_audio))
     serializer = create_twilio_serializer(call_data, settings)
     transport = create_twilio_transport(websocket, serializer)
-    await run_bot(transport, serializer, config, settings, server, handle_sigint=runner_args.handle_sigint)
+    await run_bot(
+        transport, serializer, config, settings, server, handle_sigint=runner_args.handle_sigint, greeting_secs=greeting_secs
+    )
+
+
+async def play_greeting(websocket: WebSocket, stream_sid: str, ulaw: bytes) -> float:
+    """Send the greeting synthesised while the phone rang straight to Twilio, which buffers and
+    plays it while the pipeline connects to its speech services. Returns its length in seconds."""
+    for i in range(0, len(ulaw), GREETING_CHUNK_BYTES):
+        payload = base64.b64encode(ulaw[i : i + GREETING_CHUNK_BYTES]).decode()
+        await websocket.send_text(json.dumps({"event": "media", "streamSid": stream_sid, "media": {"payload": payload}}))
+    return len(ulaw) / SAMPLE_RATE
 
 
 async def authenticate_stream(
@@ -183,7 +201,9 @@ async def run_bot(
     settings: Settings,
     server: ServerLink,
     handle_sigint: bool = False,
+    greeting_secs: float | None = None,
 ):
+    """Run the conversation. `greeting_secs`: the greeting is already playing, this long."""
     system_instruction = config.system_instruction
     if config.wait_for_callee:
         system_instruction += f'\n\nThe person speaks first. Answer them with this greeting: "{config.greeting}"'
@@ -209,6 +229,7 @@ async def run_bot(
     turn_latency: list[float] = []
     turn_started_at = {"callee": utcnow(), "bot": utcnow()}
     idle_check_ins = 0
+    callee_spoke = False
     transfer_requested = False
 
     async def say_goodbye(text: str, reason: EndReason):
@@ -219,7 +240,7 @@ async def run_bot(
     @transport.event_handler("on_client_connected")
     async def on_client_connected(transport, client):
         log.info(f"Call {config.call_id} connected to {config.to_number}")
-        if not config.wait_for_callee:
+        if not config.wait_for_callee and greeting_secs is None:
             await worker.queue_frame(TTSSpeakFrame(config.greeting))
 
     @transport.event_handler("on_client_disconnected")
@@ -234,8 +255,9 @@ async def run_bot(
 
     @call.user_aggregator.event_handler("on_user_turn_started")
     async def on_user_turn_started(aggregator, strategy):
-        nonlocal idle_check_ins
+        nonlocal idle_check_ins, callee_spoke
         idle_check_ins = 0
+        callee_spoke = True
         turn_started_at["callee"] = utcnow()
 
     @call.user_aggregator.event_handler("on_user_turn_stopped")
@@ -336,7 +358,18 @@ async def run_bot(
         await asyncio.sleep(config.max_duration_secs)
         await say_goodbye(prompts.MAX_DURATION_GOODBYE, EndReason.MAX_DURATION)
 
-    time_limit = asyncio.create_task(enforce_time_limit())
+    async def check_in_after_greeting():
+        # Pipecat's idle timer starts when the bot stops speaking; it never saw this greeting.
+        await asyncio.sleep(greeting_secs + settings.idle_timeout_secs)
+        if not callee_spoke:
+            await on_user_turn_idle(call.user_aggregator)
+
+    background = [asyncio.create_task(enforce_time_limit())]
+    if greeting_secs is not None:
+        call.context.add_message({"role": "assistant", "content": config.greeting})
+        progress.transcript.append(TranscriptTurn(speaker="bot", text=config.greeting, started_at=utcnow()))
+        reporter.report_progress(progress.report())
+        background.append(asyncio.create_task(check_in_after_greeting()))
     try:
         runner = WorkerRunner(handle_sigint=handle_sigint)
         await runner.add_workers(worker)
@@ -345,7 +378,8 @@ async def run_bot(
         progress.end(EndReason.ERROR)
         log.exception("The call's pipeline failed")
     finally:
-        time_limit.cancel()
+        for task in background:
+            task.cancel()
         await finish_call(progress, reporter, settings)
     log.info(f"Call {config.call_id} finished ({progress.end_reason})")
 

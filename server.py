@@ -13,6 +13,7 @@ Routes:
 - GET  /health
 """
 
+import base64
 import uuid
 from contextlib import asynccontextmanager
 
@@ -30,6 +31,7 @@ from outcall.campaign_store import CampaignStore
 from outcall.clock import Clock, SystemClock
 from outcall.dispatcher import Dispatcher
 from outcall.do_not_call import DoNotCallList
+from outcall.greetings import GreetingAudio
 from outcall.calls import CallClaimError, CallConfig, render_call_config
 from outcall.database import Database
 from outcall.reports import CallReport
@@ -96,6 +98,12 @@ def report_ttl_secs(settings: Settings) -> int:
     return settings.max_call_duration_secs + 3600
 
 
+async def with_greeting_audio(config: CallConfig, greetings: GreetingAudio) -> CallConfig:
+    """The claimed config, carrying the greeting's audio if it was synthesised while the phone rang."""
+    audio = await greetings.get(config.greeting) if not config.wait_for_callee else None
+    return config.model_copy(update={"greeting_audio": base64.b64encode(audio).decode() if audio else None})
+
+
 class InProcessServerLink:
     """What a bot running inside this server uses to reach it: the same code, without HTTP."""
 
@@ -106,7 +114,8 @@ class InProcessServerLink:
 
     async def claim(self, call_id: str, stream_token: str) -> CallConfig:
         secret = self.settings.secret("stream_secret") or ""
-        return await self.store.claim(call_id, stream_token, secret, report_ttl_secs(self.settings))
+        config = await self.store.claim(call_id, stream_token, secret, report_ttl_secs(self.settings))
+        return await with_greeting_audio(config, self.app.state.greetings)
 
     async def report(self, config: CallConfig, report: CallReport) -> None:
         await self.store.apply_report(config.call_id, report)
@@ -143,9 +152,12 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         app.state.campaigns = CampaignStore(database, clock)
         app.state.do_not_call = DoNotCallList(database)
         app.state.twilio = create_twilio_client(settings) if settings.twilio_account_sid else None
+        app.state.greetings = GreetingAudio(settings, settings.greeting_cache_mb * 2**20)
         app.state.dispatcher = None
         if settings.dialer_enabled and app.state.twilio and not calling_not_configured(settings):
-            app.state.dispatcher = Dispatcher(database, app.state.store, settings, app.state.twilio, clock)
+            app.state.dispatcher = Dispatcher(
+                database, app.state.store, settings, app.state.twilio, clock, app.state.greetings
+            )
             app.state.store.on_slot_freed = app.state.dispatcher.wake
             app.state.dispatcher.start()
         yield
@@ -153,6 +165,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             await app.state.dispatcher.stop()
         if delivery:
             await delivery.stop()
+        await app.state.greetings.close()
         if app.state.twilio:
             await app.state.twilio.http_client.close()
         await database.close()
@@ -187,6 +200,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             transfer_number=body.transfer_number or settings.transfer_number,
         )
         record = settings.recording if body.record is None else body.record
+        request.app.state.greetings.prepare(config)
         try:
             call_sid = await make_twilio_call(request.app.state.twilio, settings, config, record=record)
         except TwilioCallError as e:
@@ -231,10 +245,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         if not token or not secret:
             raise HTTPException(401, "Send the call's stream token as Authorization: Bearer <token>")
         try:
-            return await store.claim(call_id, token, secret, report_ttl_secs(settings))
+            config = await store.claim(call_id, token, secret, report_ttl_secs(settings))
         except CallClaimError as e:
             logger.warning(f"Refused call config for {call_id}: {e.reason}")
             raise HTTPException(e.status, e.reason)
+        return await with_greeting_audio(config, request.app.state.greetings)
 
     @app.websocket("/ws")
     async def media_stream(websocket: WebSocket):

@@ -84,12 +84,12 @@ class CostResult:
 
 async def conversation(call: EmulatedCall, turns: int, endpointing: float, result: LatencyResult, barge_in: bool):
     """The latency callee: hear the greeting, take `turns` turns, then talk over the bot."""
-    await call.wait_until_played(quiet=0.2)
+    await call.wait_for_bot_to_speak(quiet=0.2)
     result.first_words_ms.append((first_voiced_after(call, call.stream_started_at) - call.stream_started_at) * 1000)
     line = callee_line()
     for _ in range(turns):
         spoken = await call.say(line)
-        await call.wait_until_played(quiet=0.2)
+        await call.wait_for_bot_to_speak(quiet=0.2)
         reply = first_voiced_after(call, spoken.last_voiced_at)
         result.overhead_ms.append((reply - spoken.last_voiced_at - endpointing) * 1000)
     if barge_in:
@@ -140,7 +140,7 @@ async def measure_latency(kind: str, twilio: TwilioEmulator, fakes: VendorFakes,
             finally:
                 finished.set_result(None)
 
-        await run_calls(server, twilio, 1, lambda call: call.wait_until_played())  # warm-up
+        await run_calls(server, twilio, 1, lambda call: call.wait_for_bot_to_speak())  # warm-up
         calls = await run_calls(server, twilio, concurrency, callee)
         while len(done) < concurrency:
             await asyncio.sleep(0.05)
@@ -158,7 +158,7 @@ async def measure_cost(kind: str, twilio: TwilioEmulator, fakes: VendorFakes, n:
     overheads: list[float] = []
     talking = True
     try:
-        warm_up = await run_calls(server, twilio, 1, lambda call: call.wait_until_played())
+        warm_up = await run_calls(server, twilio, 1, lambda call: call.wait_for_bot_to_speak())
         await asyncio.sleep(1)
         await hang_up_all(warm_up)
         await asyncio.sleep(1)
@@ -166,12 +166,12 @@ async def measure_cost(kind: str, twilio: TwilioEmulator, fakes: VendorFakes, n:
 
         async def callee(call: EmulatedCall):
             log = logs.setdefault(call.sid, CalleeLog())
-            await call.wait_until_played(quiet=0.2)
+            await call.wait_for_bot_to_speak(quiet=0.2)
             line = callee_line()
             while talking:
                 spoken = await call.say(line)
                 log.utterances.append(spoken)
-                await call.wait_until_played(quiet=0.2)
+                await call.wait_for_bot_to_speak(quiet=0.2)
                 reply = first_voiced_after(call, spoken.last_voiced_at)
                 overheads.append((reply - spoken.last_voiced_at - endpointing) * 1000)
 

@@ -54,7 +54,8 @@ def _serve_vendor_fakes(reply_chars: int, pipe) -> None:
         deepgram = await FakeDeepgram("dg-key").start()
         gemini = await FakeGemini("google-key", bench_reply(reply_chars)).start()
         cartesia = await FakeCartesia("cartesia-key").start()
-        pipe.send({"deepgram": deepgram.base_url, "gemini": gemini.base_url, "cartesia": cartesia.url})
+        pipe.send({"deepgram": deepgram.base_url, "gemini": gemini.base_url, "cartesia": cartesia.url,
+                   "cartesia_api": cartesia.api_url})
         loop = asyncio.get_running_loop()
         while await loop.run_in_executor(None, pipe.recv) == "stats":
             pipe.send({"tts_chars": sum(len(t) for t in cartesia.transcripts)})
@@ -123,6 +124,7 @@ def server_environment(kind: str, port: int, twilio: TwilioEmulator, fakes: Vend
         "GOOGLE_API_BASE_URL": fakes.urls["gemini"],
         "CARTESIA_API_KEY": "cartesia-key",
         "CARTESIA_URL": fakes.urls["cartesia"],
+        "CARTESIA_API_URL": fakes.urls["cartesia_api"],
         "USER_SPEECH_TIMEOUT_SECS": str(speech_timeout),
         "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
     }

@@ -24,6 +24,7 @@ class CallConfig(BaseModel):
     voicemail_message: str = ""
     can_transfer: bool = False
     report_token: str = ""  # issued when the bot claims the call
+    greeting_audio: str | None = None  # the greeting, synthesised while the phone rang: base64 8 kHz μ-law
 
 
 def render_call_config(

@@ -29,6 +29,7 @@ from outcall.calls import CallConfig, render_call_config
 from outcall.campaigns import CampaignSettings
 from outcall.clock import Clock
 from outcall.contact_calls import DoneReason
+from outcall.greetings import GreetingAudio
 from outcall.database import Database, for_update
 from outcall.models import IN_FLIGHT, FINAL_STATUSES, Campaign, CampaignStatus, CallRecord, Contact, ContactState
 from outcall.settings import Settings
@@ -55,8 +56,17 @@ class Dial:
 class Dispatcher:
     """Dials due contacts of running campaigns, within their windows and limits."""
 
-    def __init__(self, database: Database, store: CallStore, settings: Settings, twilio: TwilioClient, clock: Clock):
+    def __init__(
+        self,
+        database: Database,
+        store: CallStore,
+        settings: Settings,
+        twilio: TwilioClient,
+        clock: Clock,
+        greetings: GreetingAudio | None = None,
+    ):
         self.database = database
+        self.greetings = greetings
         self.store = store
         self.settings = settings
         self.twilio = twilio
@@ -262,6 +272,8 @@ class Dispatcher:
         wait = (dial.at - self.clock.now()).total_seconds()
         if wait > 0:
             await asyncio.sleep(wait)
+        if self.greetings:
+            self.greetings.prepare(dial.config)
         try:
             call_sid = await make_twilio_call(self.twilio, self.settings, dial.config, record=dial.record)
         except TwilioCallError as e:

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     cartesia_url: str = "wss://api.cartesia.ai/tts/websocket"
     cartesia_voice: str = "71a7ad14-091c-4e8e-a314-022ece01c121"
     cartesia_model: str = "sonic-3"
+    cartesia_api_url: str = "https://api.cartesia.ai"  # REST API: greetings synthesised while the phone rings
+    greeting_cache_mb: int = 64  # synthesised greetings kept in memory; 0: the bot says the greeting live
 
     # Conversation
     bot_prompt: str | None = None  # template; None: outcall.prompts.DEFAULT_PROMPT

@@ -89,6 +89,7 @@ def make_settings(vendors: Vendors, port: int, **overrides) -> Settings:
         google_api_base_url=vendors.gemini.base_url,
         cartesia_api_key="cartesia-key",
         cartesia_url=vendors.cartesia.url,
+        cartesia_api_url=vendors.cartesia.api_url,
         # Robotic test speech: end turns on a fixed pause, not smart-turn's judgement.
         turn_stop="speech_timeout",
         user_speech_timeout_secs=0.3,

@@ -79,6 +79,9 @@ async def test_the_bot_on_pipecat_cloud_fetches_its_call_and_talks(vendors, serv
     assert call.custom_parameters["_pipecatCloudServiceHost"] == "outcall.acme"
     assert len(sessions) == 1
     assert vendors.cartesia.transcripts[0] == "Good morning Grace."
+    # The server synthesised the greeting while the phone rang; the remote bot got it with its call.
+    assert [r["transcript"] for r in vendors.cartesia.bytes_requests] == ["Good morning Grace."]
+    assert not any("Good morning" in r.get("transcript", "") for r in vendors.cartesia.requests)
     assert vendors.cartesia.spoken_text().endswith("Goodbye!")
     assert {"Status": "completed"} in call.updates
 

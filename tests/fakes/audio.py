@@ -23,6 +23,16 @@ def ulaw_to_pcm(data: bytes) -> np.ndarray:
     return _ULAW_TO_PCM[np.frombuffer(data, dtype=np.uint8)]
 
 
+def pcm_to_ulaw(pcm: np.ndarray) -> bytes:
+    """G.711 μ-law encoding of 16-bit samples (the inverse of `ulaw_to_pcm`)."""
+    samples = pcm.astype(np.int32)
+    sign = np.where(samples < 0, 0x80, 0)
+    magnitude = np.minimum(np.abs(samples), 32635) + _BIAS
+    exponent = np.floor(np.log2(magnitude)).astype(np.int32) - 7
+    mantissa = (magnitude >> (exponent + 3)) & 0x0F
+    return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
+
+
 def rms(pcm: np.ndarray) -> float:
     return float(np.sqrt(np.mean(pcm.astype(np.float64) ** 2))) if len(pcm) else 0.0
 

@@ -1,8 +1,10 @@
-"""A fake Cartesia TTS WebSocket (`/tts/websocket`).
+"""A fake Cartesia: the TTS WebSocket (`/tts/websocket`) and the REST `POST /tts/bytes`.
 
-Each transcript becomes a tone of `SECONDS_PER_CHAR` per character, sent as `chunk` messages
-of base64 PCM at the requested sample rate; a message with `"continue": false` ends the
-context with `done`; `{"cancel": true}` drops it. Authentication is the `X-API-Key` header.
+Each transcript becomes a tone of `SECONDS_PER_CHAR` per character. Over the WebSocket it is
+sent as `chunk` messages of base64 PCM at the requested sample rate; a message with
+`"continue": false` ends the context with `done`; `{"cancel": true}` drops it. `/tts/bytes`
+answers with the whole audio, raw `pcm_s16le` or `pcm_mulaw`, and Cartesia's JSON errors.
+Authentication is the `X-API-Key` header; REST requests also need `Cartesia-Version`.
 """
 
 import asyncio
@@ -11,10 +13,12 @@ import json
 from http import HTTPStatus
 from urllib.parse import urlparse
 
+import numpy as np
 import websockets
+from aiohttp import web
 from websockets.asyncio.server import ServerConnection, serve
 
-from tests.fakes.audio import tone_pcm16
+from tests.fakes.audio import pcm_to_ulaw, tone_pcm16
 
 SECONDS_PER_CHAR = 0.012
 CHUNK_SECS = 0.1
@@ -29,17 +33,51 @@ class FakeCartesia:
         self.requests: list[dict] = []
         self.connections = 0
         self.rejected = 0
+        self.bytes_requests: list[dict] = []  # bodies of accepted POST /tts/bytes
         self.url = ""
+        self.api_url = ""
         self._server = None
+        self._rest = None
 
     async def start(self) -> "FakeCartesia":
         self._server = await serve(self._session, "127.0.0.1", 0, process_request=self._check)
         self.url = f"ws://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/tts/websocket"
+        app = web.Application()
+        app.router.add_post("/tts/bytes", self._bytes)
+        self._rest = web.AppRunner(app, access_log=None)
+        await self._rest.setup()
+        site = web.TCPSite(self._rest, "127.0.0.1", 0)
+        await site.start()
+        self.api_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
         return self
 
     async def stop(self):
         self._server.close()
         await self._server.wait_closed()
+        await self._rest.cleanup()
+
+    async def _bytes(self, request: web.Request) -> web.Response:
+        if request.headers.get("X-API-Key") != self.api_key:
+            self.rejected += 1
+            return web.json_response({"error": "Invalid API key"}, status=401)
+        if not request.headers.get("Cartesia-Version"):
+            return web.json_response({"error": "Cartesia-Version header is required"}, status=400)
+        try:
+            body = await request.json()
+            text = body["transcript"]
+            body["model_id"], body["voice"]["id"]
+            output = body["output_format"]
+            encoding, rate = output["encoding"], int(output["sample_rate"])
+        except (ValueError, KeyError, TypeError) as e:
+            return web.json_response({"error": f"invalid request: {e}"}, status=400)
+        if output.get("container") != "raw" or encoding not in ("pcm_s16le", "pcm_mulaw"):
+            return web.json_response({"error": f"unsupported output format {output}"}, status=400)
+        self.bytes_requests.append(body)
+        self.transcripts.append(text)
+        audio = tone_pcm16(len(text) * SECONDS_PER_CHAR, rate)
+        if encoding == "pcm_mulaw":
+            audio = pcm_to_ulaw(np.frombuffer(audio, dtype="<i2"))
+        return web.Response(body=audio, content_type="application/octet-stream")
 
     def spoken_text(self) -> str:
         return " ".join(t.strip() for t in self.transcripts if t.strip())

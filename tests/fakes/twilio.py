@@ -70,11 +70,13 @@ async def _until_client_gives_up(request: web.Request) -> None:
 
 @dataclass
 class BotAudio:
-    """One media message the bot sent: when it arrived, how loud it was and how long it plays."""
+    """One media message the bot sent: when it arrived, how loud it was, how long it plays and
+    when it starts playing (after the audio Twilio had buffered before it)."""
 
     at: float
     rms: float
     seconds: float = 0.02
+    plays_at: float = 0.0
 
 
 @dataclass
@@ -134,8 +136,9 @@ class EmulatedCall:
     _callback_tasks: list[asyncio.Task] = field(default_factory=list)
     _sequence: int = 0
     played_until: float = 0.0  # when the bot audio Twilio has buffered finishes playing
+    stream_closed_at: float | None = None
     _bot_voice: asyncio.Event = field(default_factory=asyncio.Event)
-    _last_voiced_at: float = 0.0
+    _voice_heard_until: float = 0.0  # when the last voiced audio finishes playing
 
     # --- what a scripted callee can do -------------------------------------------------------
 
@@ -149,30 +152,21 @@ class EmulatedCall:
         await done
         return utterance
 
-    async def wait_until_played(self, timeout: float = 10, quiet: float = 0.5) -> float:
-        """Like `wait_for_bot_to_speak`, but the quiet starts once the bot's audio has played.
-
-        The bot sends audio faster than real time and Twilio buffers it; a callee hears the
-        bot until `played_until`.
-        """
-        first_voice = await self.wait_for_bot_to_speak(timeout, quiet=0)
-        while time.monotonic() < self.played_until + quiet:
-            await asyncio.sleep(self.played_until + quiet - time.monotonic())
-        return first_voice
-
     async def wait_for_bot_to_speak(self, timeout: float = 10, quiet: float = 0.5) -> float:
-        """Wait until the bot has spoken and then been quiet for `quiet` seconds.
+        """Wait until the bot has spoken and the callee has then heard `quiet` seconds of quiet.
 
-        Returns the seconds from this call to the bot's first voiced frame.
+        The bot may send audio faster than real time (Twilio buffers it): the quiet starts when
+        its last voiced audio has played. Returns the seconds from this call to the bot's first
+        voiced frame.
         """
         start = time.monotonic()
         self._bot_voice.clear()
         await asyncio.wait_for(self._bot_voice.wait(), timeout)
         first_voice = time.monotonic() - start
-        while time.monotonic() - self._last_voiced_at < quiet:
+        while time.monotonic() - self._voice_heard_until < quiet:
             if time.monotonic() - start > timeout:
                 raise TimeoutError("the bot kept talking")
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.02)
         return first_voice
 
     async def hang_up(self) -> None:
@@ -201,7 +195,19 @@ class EmulatedCall:
     # --- what a test can read ----------------------------------------------------------------
 
     def voiced_seconds(self) -> float:
-        return sum(0.02 for a in self.bot_audio if a.rms > VOICED_RMS)
+        """Seconds of speech the bot sent."""
+        return sum(a.seconds for a in self.bot_audio if a.rms > VOICED_RMS)
+
+    def heard_seconds(self) -> float:
+        """Seconds of the bot's speech the callee heard: a `clear` or the end of the stream
+        drops what Twilio had buffered and not yet played."""
+        cut_offs = sorted(self.clears) + [self.stream_closed_at or float("inf")]
+        heard = 0.0
+        for a in self.bot_audio:
+            if a.rms > VOICED_RMS:
+                stop = next((c for c in cut_offs if c >= a.plays_at), a.plays_at)  # else: after hang-up
+                heard += min(a.plays_at + a.seconds, stop) - a.plays_at
+        return heard
 
     def first_voiced_at(self) -> float | None:
         return next((a.at for a in self.bot_audio if a.rms > VOICED_RMS), None)
@@ -639,6 +645,7 @@ class TwilioEmulator:
                 task.cancel()
         await asyncio.gather(receiving, sending, return_exceptions=True)
         call.stream_close_code = ws.close_code
+        call.stream_closed_at = time.monotonic()
         call.stream_closed.set()
 
     def _resolve(self, url: str) -> str:
@@ -702,11 +709,12 @@ class TwilioEmulator:
                 payload = base64.b64decode(message["media"]["payload"])
                 level = rms(ulaw_to_pcm(payload))
                 seconds = len(payload) / FRAME_BYTES * 0.02
-                call.bot_audio.append(BotAudio(now, level, seconds))
+                plays_at = max(call.played_until, now)
+                call.bot_audio.append(BotAudio(now, level, seconds, plays_at))
+                call.played_until = plays_at + seconds
                 if level > VOICED_RMS:
-                    call._last_voiced_at = now
+                    call._voice_heard_until = call.played_until
                     call._bot_voice.set()
-                call.played_until = max(call.played_until, now) + seconds
             elif event == "clear":
                 call.clears.append(now)
                 call.played_until = now

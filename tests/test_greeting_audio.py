@@ -1,0 +1,72 @@
+"""The greeting is synthesised while the phone rings and reaches the callee before the bot's
+pipeline has connected to any speech service."""
+
+import asyncio
+
+import pytest
+
+from tests.conftest import CALLEE_NUMBER, free_port, speech
+
+GREETING = "Hi {name}, this is Sam from Acme Clinic."
+
+
+async def converse(call):
+    await call.wait_for_bot_to_speak()
+    await call.say(speech("thanks_goodbye"))
+
+
+async def place(server, vendors, **body) -> tuple[dict, object]:
+    response = await server.dialout({"to_number": CALLEE_NUMBER, **body})
+    assert response.status_code == 200, response.text
+    call = vendors.twilio.calls[response.json()["call_sid"]]
+    await asyncio.wait_for(call.ended.wait(), 30)
+    assert call.callee_error is None, repr(call.callee_error)
+    return response.json(), call
+
+
+async def test_greeting_synthesised_while_ringing_is_heard_first(vendors, server):
+    vendors.twilio.callee = converse
+    vendors.deepgram.transcripts = ["okay thank you goodbye"]
+
+    body, call = await place(server, vendors, variables={"name": "Ada"}, greeting=GREETING)
+
+    # One REST synthesis of the rendered greeting, in Twilio's own format, with the call's voice.
+    [request] = vendors.cartesia.bytes_requests
+    assert request["transcript"] == "Hi Ada, this is Sam from Acme Clinic."
+    assert request["output_format"] == {"container": "raw", "encoding": "pcm_mulaw", "sample_rate": 8000}
+    assert request["voice"]["id"] == server.settings.cartesia_voice
+    assert request["model_id"] == server.settings.cartesia_model
+    # The live TTS never spoke it; the callee heard it anyway, before the pipeline's first words.
+    live = [r.get("transcript", "") for r in vendors.cartesia.requests]
+    assert not any("Acme Clinic" in text for text in live)
+    assert call.first_voiced_at() - call.stream_started_at < 0.25
+    greeting_secs = len("Hi Ada, this is Sam from Acme Clinic.") * 0.012
+    assert call.heard_seconds() >= greeting_secs
+
+    # The LLM knows it greeted, and the record's transcript starts with the greeting.
+    assert "Hi Ada, this is Sam from Acme Clinic." in str(vendors.gemini.requests[0]["contents"])
+    record = await server.record(body["call_id"], until=lambda r: r["end_reason"] and r["transcript"])
+    assert (record["transcript"][0]["speaker"], record["transcript"][0]["text"]) == (
+        "bot",
+        "Hi Ada, this is Sam from Acme Clinic.",
+    )
+    assert ("callee", "okay thank you goodbye") in [(t["speaker"], t["text"]) for t in record["transcript"]]
+
+
+async def test_a_greeting_without_placeholders_is_synthesised_once(vendors, server):
+    vendors.twilio.callee = converse
+    for _ in range(2):
+        vendors.deepgram.transcripts = ["okay thank you goodbye"]
+        await place(server, vendors)
+    assert len(vendors.cartesia.bytes_requests) == 1
+
+
+@pytest.mark.parametrize("server_overrides", [{"cartesia_api_url": f"http://127.0.0.1:{free_port()}"}])
+async def test_without_the_rest_api_the_bot_says_the_greeting_live(vendors, server):
+    vendors.twilio.callee = converse
+    vendors.deepgram.transcripts = ["okay thank you goodbye"]
+
+    await place(server, vendors, variables={"name": "Ada"}, greeting=GREETING)
+
+    assert vendors.cartesia.bytes_requests == []
+    assert vendors.cartesia.requests[0]["transcript"].startswith("Hi Ada, this is Sam")
