@@ -157,6 +157,7 @@ async def measure_cost(kind: str, twilio: TwilioEmulator, fakes: VendorFakes, n:
     logs: dict[str, CalleeLog] = {}
     overheads: list[float] = []
     talking = True
+    finished: list[asyncio.Future] = []
     try:
         warm_up = await run_calls(server, twilio, 1, lambda call: call.wait_for_bot_to_speak())
         await asyncio.sleep(1)
@@ -165,19 +166,24 @@ async def measure_cost(kind: str, twilio: TwilioEmulator, fakes: VendorFakes, n:
         idle_rss = server.rss_bytes()
 
         async def callee(call: EmulatedCall):
+            done = asyncio.get_running_loop().create_future()
+            finished.append(done)
             log = logs.setdefault(call.sid, CalleeLog())
-            await call.wait_for_bot_to_speak(quiet=0.2)
-            line = callee_line()
-            while talking:
-                spoken = await call.say(line)
-                log.utterances.append(spoken)
+            try:
                 await call.wait_for_bot_to_speak(quiet=0.2)
-                reply = first_voiced_after(call, spoken.last_voiced_at)
-                overheads.append((reply - spoken.last_voiced_at - endpointing) * 1000)
+                line = callee_line()
+                while talking:
+                    spoken = await call.say(line)
+                    log.utterances.append(spoken)
+                    await call.wait_for_bot_to_speak(quiet=0.2)
+                    reply = first_voiced_after(call, spoken.last_voiced_at)
+                    overheads.append((reply - spoken.last_voiced_at - endpointing) * 1000)
+            finally:
+                done.set_result(None)
 
         synthesised_before = fakes.synthesised_secs()
         calls = await run_calls(server, twilio, n, callee, ramp_secs=min(3.0, 0.1 * n))
-        await asyncio.sleep(3)  # every call past its greeting and into conversation
+        await asyncio.sleep(min(3.0, window))  # every call past its greeting and into conversation
         lag = LoopLag()
         lag.start()
         overheads.clear()
@@ -188,7 +194,7 @@ async def measure_cost(kind: str, twilio: TwilioEmulator, fakes: VendorFakes, n:
         end, cpu_after = time.monotonic(), server.cpu_seconds()
         lags = lag.stop()
         talking = False
-        await asyncio.sleep(8)  # replies in progress finish playing
+        await asyncio.wait_for(asyncio.gather(*finished), 30)  # exchanges in progress finish
         await hang_up_all(calls)
         synthesised = fakes.synthesised_secs() - synthesised_before
     finally:
@@ -196,7 +202,12 @@ async def measure_cost(kind: str, twilio: TwilioEmulator, fakes: VendorFakes, n:
 
     lateness = [late for call in calls for late in frame_lateness(call, logs.get(call.sid, CalleeLog()), start, end)]
     talk = sum(a.seconds for call in calls for a in call.bot_audio if start <= a.at < end and a.rms > 200)
-    received = sum(a.seconds for call in calls for a in call.bot_audio if a.rms > 200)
+    received = sum(  # replies only: what the bot said after the callee first spoke
+        a.seconds
+        for call in calls
+        for a in call.bot_audio
+        if a.rms > 200 and logs.get(call.sid) and logs[call.sid].utterances and a.at > logs[call.sid].utterances[0].first_voiced_at
+    )
     return CostResult(
         calls=n,
         window_secs=round(end - start, 1),

@@ -23,6 +23,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from outcall.prompts import DEFAULT_GREETING  # noqa: E402
 from tests.fakes.twilio import EmulatedCall, TwilioEmulator, Utterance  # noqa: E402
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
@@ -57,8 +58,8 @@ def _serve_vendor_fakes(reply_chars: int, pipe) -> None:
         pipe.send({"deepgram": deepgram.base_url, "gemini": gemini.base_url, "cartesia": cartesia.url,
                    "cartesia_api": cartesia.api_url})
         loop = asyncio.get_running_loop()
-        while await loop.run_in_executor(None, pipe.recv) == "stats":
-            pipe.send({"tts_chars": sum(len(t) for t in cartesia.transcripts)})
+        while await loop.run_in_executor(None, pipe.recv) == "stats":  # replies only, not greetings
+            pipe.send({"tts_chars": sum(len(t) for t in cartesia.transcripts if t != DEFAULT_GREETING)})
 
     asyncio.run(serve())
 
@@ -75,7 +76,7 @@ class VendorFakes:
         self.urls: dict[str, str] = self._pipe.recv()
 
     def synthesised_secs(self) -> float:
-        """Seconds of speech the fake TTS has produced so far."""
+        """Seconds of reply speech (greetings aside) the fake TTS has produced so far."""
         self._pipe.send("stats")
         return self._pipe.recv()["tts_chars"] * REPLY_SECS_PER_CHAR
 
