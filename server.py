@@ -132,7 +132,7 @@ class InProcessServerLink:
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
     settings = settings or Settings()
     clock = clock or SystemClock()
-    errors = settings.production_errors()
+    errors = settings.startup_errors()
     if errors:
         raise RuntimeError("; ".join(errors))
 
@@ -269,7 +269,23 @@ def report_missing_settings(settings: Settings):
     logger.warning(f"Missing settings (the server runs, without these features):\n{lines}")
 
 
-if __name__ == "__main__":
+def app_from_environment() -> FastAPI:
+    """The app as each server process builds it: settings from the environment."""
     settings = Settings()
     bot.configure_logging(settings)
-    uvicorn.run(create_app(settings), host="0.0.0.0", port=settings.port, ws_per_message_deflate=False)
+    return create_app(settings)
+
+
+if __name__ == "__main__":
+    settings = Settings()
+    if errors := settings.startup_errors():
+        raise SystemExit("; ".join(errors))
+    uvicorn.run(
+        "server:app_from_environment",
+        factory=True,
+        host="0.0.0.0",
+        port=settings.port,
+        workers=settings.workers,
+        # Audio barely compresses; deflating every 20 ms packet costs CPU and latency.
+        ws_per_message_deflate=False,
+    )

@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     # Server
     env: Literal["local", "production"] = "local"
     port: int = 7860
+    workers: int = Field(default=1, ge=1)  # server processes sharing PORT (each carries its own calls)
     server_url: str | None = Field(
         default=None, validation_alias=AliasChoices("SERVER_URL", "LOCAL_SERVER_URL")
     )
@@ -139,12 +140,16 @@ class Settings(BaseSettings):
             need(["CALL_EVENTS_SECRET"], "call events are not sent: they could not be signed")
         return missing
 
-    def production_errors(self) -> list[str]:
-        """Settings that make ENV=production impossible: a startup error, not a warning."""
-        if not self.is_production:
-            return []
-        return [
-            f"ENV=production needs {name}"
-            for name in ("AGENT_NAME", "ORGANIZATION_NAME")
-            if not getattr(self, name.lower())
-        ]
+    def startup_errors(self) -> list[str]:
+        """Settings the server cannot start with: a startup error, not a warning."""
+        errors = []
+        if self.workers > 1 and self.database_url.startswith("sqlite"):
+            errors.append(
+                "WORKERS > 1 needs PostgreSQL (DATABASE_URL=postgresql+asyncpg://…): "
+                "processes share call records and campaign claims through row locks SQLite does not have"
+            )
+        if self.is_production:
+            errors += [
+                f"ENV=production needs {name}" for name in ("AGENT_NAME", "ORGANIZATION_NAME") if not getattr(self, name.lower())
+            ]
+        return errors

@@ -91,6 +91,14 @@ def test_production_without_agent_or_organization_is_a_startup_error():
         create_app(Settings(_env_file=None, env="production"))
 
 
+def test_several_worker_processes_on_sqlite_is_a_startup_error():
+    from server import create_app
+
+    with pytest.raises(RuntimeError, match="WORKERS > 1 needs PostgreSQL"):
+        create_app(Settings(_env_file=None, workers=2, database_url="sqlite+aiosqlite:///./x.db"))
+    assert Settings(_env_file=None, workers=2, database_url="postgresql+asyncpg://db/outcall").startup_errors() == []
+
+
 def test_missing_settings_name_the_features_they_disable():
     missing = dict(Settings(_env_file=None).missing_settings())
     assert "503" in missing["DIALOUT_API_KEY"]
