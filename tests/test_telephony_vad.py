@@ -1,4 +1,6 @@
-"""The shared, inline Silero VAD decides exactly as Pipecat's own, window by window."""
+"""The shared, batched Silero VAD decides exactly as Pipecat's own, window by window."""
+
+import asyncio
 
 import numpy as np
 import pytest
@@ -8,27 +10,45 @@ from pipelines.telephony_vad import TelephonyVADAnalyzer, shared_session
 from tests.conftest import speech
 from tests.fakes.audio import ulaw_to_pcm
 
+PACKET = 320  # 20 ms of 8 kHz 16-bit audio, as each Twilio media message brings
 
-def states(analyzer, pcm: bytes) -> list[str]:
+
+def line(name: str, offset: int) -> bytes:
+    return np.concatenate([np.zeros(offset, "<i2"), ulaw_to_pcm(speech(name)), np.zeros(8000, "<i2")]).tobytes()
+
+
+def pipecat_states(pcm: bytes) -> list[str]:
+    analyzer = SileroVADAnalyzer(sample_rate=8000)
     analyzer.set_sample_rate(8000)
-    return [analyzer._run_analyzer(pcm[i : i + 320]).name for i in range(0, len(pcm), 320)]
+    return [analyzer._run_analyzer(pcm[i : i + PACKET]).name for i in range(0, len(pcm), PACKET)]
 
 
-@pytest.mark.parametrize("line", ["yes_this_is_ada", "long_story"])
+async def our_states(pcm: bytes) -> list[str]:
+    analyzer = TelephonyVADAnalyzer(sample_rate=8000)
+    analyzer.set_sample_rate(8000)
+    states = []
+    for i in range(0, len(pcm), PACKET):
+        states.append((await analyzer.analyze_audio(pcm[i : i + PACKET])).name)
+        await asyncio.sleep(0)  # calls interleave, as their packets do on one event loop
+    return states
+
+
+@pytest.mark.parametrize("name", ["yes_this_is_ada", "long_story"])
 @pytest.mark.parametrize("offset", [0, 96, 200])
-def test_same_decisions_as_pipecat_silero(line, offset):
-    pcm = np.concatenate([np.zeros(offset, "<i2"), ulaw_to_pcm(speech(line)), np.zeros(8000, "<i2")]).tobytes()
-    ours = states(TelephonyVADAnalyzer(sample_rate=8000), pcm)
+async def test_same_decisions_as_pipecat_silero(name, offset):
+    pcm = line(name, offset)
+    ours = await our_states(pcm)
     assert "SPEAKING" in ours and ours[-1] == "QUIET"
-    assert ours == states(SileroVADAnalyzer(sample_rate=8000), pcm)
+    assert ours == pipecat_states(pcm)
 
 
-async def test_calls_share_one_model_and_keep_their_own_state():
+async def test_calls_scored_together_decide_as_if_alone():
+    lines = [line("long_story", 0), line("yes_this_is_ada", 96), line("thanks_goodbye", 200), line("long_story", 160)]
+    together = await asyncio.gather(*(our_states(pcm) for pcm in lines))
+    assert together == [pipecat_states(pcm) for pcm in lines]
+
+
+def test_calls_share_one_model():
     first, second = TelephonyVADAnalyzer(sample_rate=8000), TelephonyVADAnalyzer(sample_rate=8000)
     assert first._model.session is second._model.session is shared_session()
-    first.set_sample_rate(8000)
-    second.set_sample_rate(8000)
-    talk = ulaw_to_pcm(speech("yes_this_is_ada")).tobytes()
-    for i in range(0, len(talk) // 2, 320):
-        await first.analyze_audio(talk[i : i + 320])
-    assert not np.array_equal(first._model._state, second._model._state)
+    assert first._model._state is not second._model._state
