@@ -70,3 +70,4 @@ async def test_without_the_rest_api_the_bot_says_the_greeting_live(vendors, serv
 
     assert vendors.cartesia.bytes_requests == []
     assert vendors.cartesia.requests[0]["transcript"].startswith("Hi Ada, this is Sam")
+
