@@ -47,7 +47,9 @@ from call_harness import (  # noqa: E402
     frame_lateness,
     percentile,
     place_call,
+    recorded_latencies_ms,
     start_server,
+    vad_verdict_delay,
 )
 from tests.fakes.twilio import EmulatedCall, TwilioEmulator  # noqa: E402
 
@@ -63,6 +65,7 @@ class LatencyResult:
     first_words_ms: list[float] = field(default_factory=list)
     overhead_ms: list[float] = field(default_factory=list)
     barge_in_ms: list[float] = field(default_factory=list)
+    server_ms: list[float] = field(default_factory=list)  # outcall's records: turn end → first audio out
 
 
 @dataclass
@@ -146,6 +149,8 @@ async def measure_latency(kind: str, twilio: TwilioEmulator, fakes: VendorFakes,
             await asyncio.sleep(0.05)
         await asyncio.gather(*done)
         await hang_up_all(calls)
+        if kind == "outcall":
+            result.server_ms = [ms - endpointing * 1000 for ms in await recorded_latencies_ms(server, calls)]
     finally:
         server.stop()
     return result
@@ -244,6 +249,17 @@ def summarise_latency(results: dict[str, LatencyResult]) -> str:
     row(f"response overhead p50 (n={len(overhead['outcall'])} turns)", overhead, None)
     row("response overhead p95", overhead, 95)
     row(f"barge-in: speech → `clear`, minus VAD start, median (n={len(barge['outcall'])})", barge, None)
+    server = {k: r.server_ms for k, r in results.items()}
+    row(f"outcall's records: end of turn → first audio out, p50 (n={len(server['outcall'])})", server, None)
+    row("outcall's records: end of turn → first audio out, p95", server, 95)
+    tail = vad_verdict_delay(callee_line()) * 1000
+    rows.append("")
+    rows.append(
+        f"Of the response overhead, about {tail:.0f} ms is Silero's own: fed the callee's recording, Pipecat's "
+        f"Silero VAD declares the speech over {tail:.0f} ms (median over frame alignments) after its last "
+        "voiced frame plus `stop_secs`, in both bots alike. The records' figure is the server's own time: "
+        "from the end of the endpointing wait to the reply's first audio leaving the process."
+    )
     return "\n".join(rows)
 
 

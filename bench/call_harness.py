@@ -187,6 +187,21 @@ async def place_call(server: BotServer, twilio: TwilioEmulator, http: httpx.Asyn
     return response.json()["sid"]
 
 
+async def recorded_latencies_ms(server: BotServer, calls: list[EmulatedCall]) -> list[int]:
+    """Each reply's latency as outcall's own call records have it (`latencies_ms`): from when the
+    VAD heard the callee stop to the bot's first audio leaving the server."""
+    latencies = []
+    async with httpx.AsyncClient(base_url=server.url, headers={"X-API-Key": API_KEY}) as http:
+        for call in calls:
+            for _ in range(50):  # the bot's final report lands just after the call ends
+                record = (await http.get(f"/calls/{call.custom_parameters['call_id']}")).json()
+                if record.get("end_reason") and record.get("latencies_ms") is not None:
+                    break
+                await asyncio.sleep(0.1)
+            latencies += record.get("latencies_ms") or []
+    return latencies
+
+
 # --- what the callee hears -------------------------------------------------------------------
 
 
