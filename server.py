@@ -38,7 +38,6 @@ from outcall.reports import CallReport
 from outcall.dependencies import SettingsDep, StoreDep, bearer_token, require_api_key
 from outcall.settings import Settings
 from outcall.stream_auth import issue_stream_token
-from pipelines.default import close_gemini_session
 from server_utils import (
     TWIML_MAX_CHARS,
     DialoutRequest,
@@ -167,7 +166,6 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         if delivery:
             await delivery.stop()
         await app.state.greetings.close()
-        await close_gemini_session()
         if app.state.twilio:
             await app.state.twilio.http_client.close()
         await database.close()

@@ -89,6 +89,7 @@ async def conversation(call: EmulatedCall, turns: int, endpointing: float, resul
     """The latency callee: hear the greeting, take `turns` turns, then talk over the bot."""
     await call.wait_for_bot_to_speak(quiet=0.2)
     result.first_words_ms.append((first_voiced_after(call, call.stream_started_at) - call.stream_started_at) * 1000)
+    await asyncio.sleep(random.uniform(0, 3))  # concurrent callees out of step, as real ones are
     line = callee_line()
     for _ in range(turns):
         spoken = await call.say(line)

@@ -6,14 +6,11 @@ and stop; Pipecat's smart-turn v3 model (shipped inside pipecat) decides when th
 finished their turn. The callee's audio goes no further than the user aggregator.
 """
 
-import asyncio
 import os
 import ssl
-import weakref
 from dataclasses import dataclass
 from functools import cache
 
-import aiohttp
 import certifi
 
 from google.genai.types import HttpOptions
@@ -73,35 +70,13 @@ def tls_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE", certifi.where()))
 
 
-_gemini_sessions: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession]" = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def gemini_session() -> aiohttp.ClientSession:
-    """One connection pool to the Gemini API for every call on this event loop: a call's first
-    request reuses a warm TLS connection instead of opening its own (a round trip or two)."""
-    loop = asyncio.get_running_loop()
-    session = _gemini_sessions.get(loop)
-    if session is None or session.closed:
-        session = _gemini_sessions[loop] = aiohttp.ClientSession()
-    return session
-
-
-async def close_gemini_session() -> None:
-    session = _gemini_sessions.pop(asyncio.get_running_loop(), None)
-    if session:
-        await session.close()
-
-
 def google_http_options(settings: Settings) -> HttpOptions:
-    """Gemini client options: the configured API root, the shared TLS context and connection pool."""
+    """Gemini client options: the configured API root and the shared TLS context."""
     tls = tls_context()
     return HttpOptions(
         base_url=settings.google_api_base_url,
         client_args={"verify": tls},
         async_client_args={"verify": tls, "ssl": tls},  # httpx calls it verify, aiohttp ssl
-        aiohttp_client=gemini_session(),
     )
 
 

@@ -60,16 +60,3 @@ async def test_personalised_call_from_dialout_to_hangup(vendors, server):
     # ...and only once the goodbye had been heard in full.
     assert call.hangup_requested_at > call.last_voiced_at()
 
-
-async def test_calls_reuse_warm_connections_to_the_llm(vendors, server):
-    async def callee(call):
-        await call.wait_for_bot_to_speak()
-        await call.say(speech("thanks_goodbye"))
-
-    vendors.twilio.callee = callee
-    for _ in range(2):
-        vendors.deepgram.transcripts = ["okay thank you goodbye"]
-        response = await server.dialout({"to_number": CALLEE_NUMBER})
-        await asyncio.wait_for(vendors.twilio.calls[response.json()["call_sid"]].ended.wait(), 30)
-    assert len(vendors.gemini.requests) == 2
-    assert len(set(vendors.gemini.client_addresses)) == 1  # the second call's request used the first's connection

@@ -47,7 +47,6 @@ class FakeGemini:
         self.summarise = summarise
         self.requests: list[dict] = []
         self.summary_requests: list[dict] = []
-        self.client_addresses: list[tuple] = []  # the TCP peer of each streaming request
         self.base_url = ""
         self._runner = None
 
@@ -86,7 +85,6 @@ class FakeGemini:
             return web.json_response({"error": {"code": 404, "message": "not found", "status": "NOT_FOUND"}}, status=404)
         body = await request.json()
         self.requests.append(body)
-        self.client_addresses.append(request.transport.get_extra_info("peername"))
         parts = self.respond(body)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
