@@ -14,6 +14,9 @@ For each server (outcall's `server.py`, then the baseline), in a process of its 
    process's CPU per call-second and resident memory per call (above the idle server after one
    warm-up call), and how late the bot's frames arrive for seamless playout. Capacity is the
    largest N with no frame more than 100 ms late.
+
+The servers log at INFO into temporary files (their paths are in the error if one fails to
+start); BENCH_LOG_LEVEL=DEBUG makes them log Pipecat's timings too.
 """
 
 import argparse
@@ -43,7 +46,6 @@ from call_harness import (  # noqa: E402
     LoopLag,
     VendorFakes,
     callee_line,
-    first_voiced_after,
     frame_lateness,
     percentile,
     place_call,
@@ -51,7 +53,7 @@ from call_harness import (  # noqa: E402
     start_server,
     vad_verdict_delay,
 )
-from tests.fakes.twilio import EmulatedCall, TwilioEmulator  # noqa: E402
+from tests.fakes.twilio import VOICED_RMS, EmulatedCall, TwilioEmulator  # noqa: E402
 
 VAD_START_SECS = 0.2
 VAD_STOP_SECS = 0.2
@@ -88,13 +90,13 @@ class CostResult:
 async def conversation(call: EmulatedCall, turns: int, endpointing: float, result: LatencyResult, barge_in: bool):
     """The latency callee: hear the greeting, take `turns` turns, then talk over the bot."""
     await call.wait_for_bot_to_speak(quiet=0.2)
-    result.first_words_ms.append((first_voiced_after(call, call.stream_started_at) - call.stream_started_at) * 1000)
+    result.first_words_ms.append((call.first_voiced_at(after=call.stream_started_at) - call.stream_started_at) * 1000)
     await asyncio.sleep(random.uniform(0, 3))  # concurrent callees out of step, as real ones are
     line = callee_line()
     for _ in range(turns):
         spoken = await call.say(line)
         await call.wait_for_bot_to_speak(quiet=0.2)
-        reply = first_voiced_after(call, spoken.last_voiced_at)
+        reply = call.first_voiced_at(after=spoken.last_voiced_at)
         result.overhead_ms.append((reply - spoken.last_voiced_at - endpointing) * 1000)
     if barge_in:
         spoken_at = time.monotonic()
@@ -123,9 +125,7 @@ async def run_calls(server: BotServer, twilio: TwilioEmulator, count: int, calle
 
 
 async def hang_up_all(calls: list[EmulatedCall]) -> None:
-    for call in calls:
-        call._hangup.set()
-    await asyncio.wait_for(asyncio.gather(*(call.ended.wait() for call in calls)), 30)
+    await asyncio.wait_for(asyncio.gather(*(call.hang_up() for call in calls)), 30)
 
 
 async def measure_latency(kind: str, twilio: TwilioEmulator, fakes: VendorFakes, turns: int, concurrency: int, speech_timeout: float) -> LatencyResult:
@@ -182,7 +182,7 @@ async def measure_cost(kind: str, twilio: TwilioEmulator, fakes: VendorFakes, n:
                     spoken = await call.say(line)
                     log.utterances.append(spoken)
                     await call.wait_for_bot_to_speak(quiet=0.2)
-                    reply = first_voiced_after(call, spoken.last_voiced_at)
+                    reply = call.first_voiced_at(after=spoken.last_voiced_at)
                     overheads.append((reply - spoken.last_voiced_at - endpointing) * 1000)
             finally:
                 done.set_result(None)
@@ -207,13 +207,14 @@ async def measure_cost(kind: str, twilio: TwilioEmulator, fakes: VendorFakes, n:
         server.stop()
 
     lateness = [late for call in calls for late in frame_lateness(call, logs.get(call.sid, CalleeLog()), start, end)]
-    talk = sum(a.seconds for call in calls for a in call.bot_audio if start <= a.at < end and a.rms > 200)
-    received = sum(  # replies only: what the bot said after the callee first spoke
-        a.seconds
-        for call in calls
-        for a in call.bot_audio
-        if a.rms > 200 and logs.get(call.sid) and logs[call.sid].utterances and a.at > logs[call.sid].utterances[0].first_voiced_at
-    )
+    talk = sum(a.seconds for call in calls for a in call.bot_audio if start <= a.at < end and a.rms > VOICED_RMS)
+
+    def replies_secs(call: EmulatedCall) -> float:  # what the bot said after the callee first spoke
+        utterances = logs.get(call.sid, CalleeLog()).utterances
+        first_spoke = utterances[0].first_voiced_at if utterances else float("inf")
+        return sum(a.seconds for a in call.bot_audio if a.rms > VOICED_RMS and a.at > first_spoke)
+
+    received = sum(replies_secs(call) for call in calls)
     return CostResult(
         calls=n,
         window_secs=round(end - start, 1),

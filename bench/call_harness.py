@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from outcall.prompts import DEFAULT_GREETING  # noqa: E402
-from tests.fakes.twilio import EmulatedCall, TwilioEmulator, Utterance  # noqa: E402
+from tests.fakes.twilio import VOICED_RMS, EmulatedCall, TwilioEmulator, Utterance  # noqa: E402
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "bench-twilio-auth-token"
@@ -212,10 +212,6 @@ class CalleeLog:
     utterances: list[Utterance] = field(default_factory=list)
 
 
-def first_voiced_after(call: EmulatedCall, at: float) -> float | None:
-    return next((a.at for a in call.bot_audio if a.at > at and a.rms > 200), None)
-
-
 def vad_verdict_delay(ulaw: bytes, stop_secs: float = 0.2) -> float:
     """How long after the callee's last voiced frame ends Pipecat's Silero VAD declares the
     speech over, beyond the `stop_secs` it is configured to wait: the model's own hangover on
@@ -227,7 +223,7 @@ def vad_verdict_delay(ulaw: bytes, stop_secs: float = 0.2) -> float:
     from tests.fakes.audio import frames, rms, ulaw_to_pcm
 
     pcm = ulaw_to_pcm(ulaw)
-    last_voiced_end = max(i for i, f in enumerate(frames(ulaw)) if rms(ulaw_to_pcm(f)) > 200) * 160 + 160
+    last_voiced_end = max(i for i, f in enumerate(frames(ulaw)) if rms(ulaw_to_pcm(f)) > VOICED_RMS) * 160 + 160
     delays = []
     for offset in range(0, 256, 32):
         audio = np.concatenate([np.zeros(offset, "<i2"), pcm, np.zeros(8000, "<i2")]).tobytes()

@@ -209,8 +209,9 @@ class EmulatedCall:
                 heard += min(a.plays_at + a.seconds, stop) - a.plays_at
         return heard
 
-    def first_voiced_at(self) -> float | None:
-        return next((a.at for a in self.bot_audio if a.rms > VOICED_RMS), None)
+    def first_voiced_at(self, after: float = float("-inf")) -> float | None:
+        """When the bot's first voiced frame (after `after`, if given) arrived."""
+        return next((a.at for a in self.bot_audio if a.at > after and a.rms > VOICED_RMS), None)
 
     def last_voiced_at(self) -> float | None:
         return next((a.at for a in reversed(self.bot_audio) if a.rms > VOICED_RMS), None)
