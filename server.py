@@ -48,6 +48,7 @@ from server_utils import (
     hangup_twiml,
     make_twilio_call,
     twilio_form,
+    twilio_signed_stream,
 )
 
 
@@ -253,6 +254,10 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 
     @app.websocket("/ws")
     async def media_stream(websocket: WebSocket):
+        if not twilio_signed_stream(websocket, settings):
+            logger.warning("Refused a media stream without a valid X-Twilio-Signature")
+            await websocket.close(code=1008)  # before accepting: the handshake answers 403
+            return
         await websocket.accept()
         link = InProcessServerLink(websocket.app)
         await bot.run_call(WebSocketRunnerArguments(websocket=websocket), settings, link)

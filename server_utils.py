@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Request, WebSocket
 from loguru import logger
 from pydantic import BaseModel, Field, field_validator
 from twilio.base.exceptions import TwilioRestException
@@ -17,12 +17,13 @@ from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 from outcall.calls import CallConfig, VoicemailAction
 from outcall.phone_numbers import PhoneNumber
 from outcall.prompts import Variables
+from outcall.request_body import RequestBody
 from outcall.settings import Settings
 
 TWIML_MAX_CHARS = 4000  # Twilio's cap on inline TwiML
 
 
-class DialoutRequest(BaseModel):
+class DialoutRequest(RequestBody):
     """A request to call one person.
 
     `variables` personalise the call: they fill the prompt's and greeting's `{placeholders}`
@@ -235,6 +236,17 @@ def transfer_twiml(to_number: str, caller_id: str) -> str:
     response = VoiceResponse()
     response.dial(to_number, caller_id=caller_id, timeout=30)
     return str(response)
+
+
+def twilio_signed_stream(websocket: WebSocket, settings: Settings) -> bool:
+    """Whether a media stream's handshake carries Twilio's signature: the stream URL from our
+    TwiML (where Twilio connected), signed like a webhook with no parameters. Defence in depth
+    beside the per-call stream token, for a bot running in this process."""
+    auth_token = settings.secret("twilio_auth_token")
+    signature = websocket.headers.get("X-Twilio-Signature", "")
+    if not auth_token or not signature:
+        return False
+    return RequestValidator(auth_token).validate(get_websocket_url(settings), {}, signature)
 
 
 async def twilio_form(request: Request, settings: Settings) -> dict[str, str]:

@@ -27,7 +27,7 @@ from outcall.campaigns import CampaignSettings  # noqa: E402
 from outcall.calling_windows import WEEKDAYS  # noqa: E402
 from outcall.call_store import CallStore  # noqa: E402
 from outcall.contact_import import ContactImport  # noqa: E402
-from outcall.database import Database  # noqa: E402
+from outcall.database import Database, uninterrupted  # noqa: E402
 from outcall.dispatcher import Dispatcher  # noqa: E402
 from outcall.models import Campaign, CampaignStatus  # noqa: E402
 from outcall.settings import Settings  # noqa: E402
@@ -51,6 +51,7 @@ def write_contacts(path: Path, rows: int, seed: int) -> None:
         f.writelines(f"+1{AREA_CODES[n % 10]}{2_000_000 + n // 10},Person{i},Acme\n" for i, n in enumerate(numbers))
 
 
+@uninterrupted
 async def new_campaign(database: Database) -> Campaign:
     always = {day: [{"start": "00:00", "end": "23:59"}] for day in WEEKDAYS}
     settings = CampaignSettings(
@@ -72,9 +73,14 @@ async def import_rate(database: Database, path: Path, rows: int) -> tuple[float,
     return rows / elapsed, campaign
 
 
-async def decision_ms(database: Database, campaign: Campaign, decisions: int = 60) -> float:
+@uninterrupted
+async def start(database: Database, campaign: Campaign) -> None:
     async with database.write() as session:
         (await session.get(Campaign, campaign.id)).status = CampaignStatus.RUNNING.value
+
+
+async def decision_ms(database: Database, campaign: Campaign, decisions: int = 60) -> float:
+    await start(database, campaign)
     clock = SteppedClock(datetime(2026, 6, 1, 15, tzinfo=UTC))
     settings = Settings(_env_file=None, twilio_phone_number="+14155550100")
     dispatcher = Dispatcher(database, CallStore(database, clock=clock), settings, twilio=None, clock=clock)

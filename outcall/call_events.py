@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outcall.call_views import call_detail
-from outcall.database import Database, for_update, utcnow
+from outcall.database import Database, for_update, uninterrupted, utcnow
 from outcall.models import CallEvent, CallRecord
 
 MAX_ATTEMPTS = 12  # with the backoff below: about 3.5 hours of trying
@@ -90,6 +90,7 @@ class CallEventDelivery:
                 pass
             self._wake.clear()
 
+    @uninterrupted
     async def _lease_next(self) -> CallEvent | None:
         """Take the oldest due event for LEASE, so another instance does not send it meanwhile."""
         async with self.database.write() as session:
@@ -123,6 +124,12 @@ class CallEventDelivery:
                 error = None if 200 <= response.status < 300 else f"HTTP {response.status}"
         except (aiohttp.ClientError, TimeoutError) as e:
             error = type(e).__name__
+        await self._settle(event, error)
+        return True
+
+    @uninterrupted
+    async def _settle(self, event: CallEvent, error: str | None) -> None:
+        """Record the attempt: delivered, to be retried, or given up."""
         async with self.database.write() as session:
             values: dict = {"last_error": error}
             if error is None:
@@ -134,4 +141,3 @@ class CallEventDelivery:
                 values["next_attempt_at"] = utcnow() + backoff(event.attempts)
                 logger.warning(f"Call event {event.id} ({event.type}) not delivered: {error}; will retry")
             await session.execute(update(CallEvent).where(CallEvent.id == event.id).values(**values))
-        return True

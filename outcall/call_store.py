@@ -17,7 +17,7 @@ from outcall.call_events import add_event
 from outcall.calls import CallClaimError, CallConfig
 from outcall.clock import Clock, SystemClock
 from outcall.contact_calls import follow_call
-from outcall.database import Database, for_update, utcnow
+from outcall.database import Database, for_update, uninterrupted, utcnow
 from outcall.models import FINAL_STATUSES, STATUS_ORDER, CallRecord, EndReason, status_rank
 from outcall.reports import CallReport
 from outcall.stream_auth import StreamTokenError, issue_report_token, verify_stream_token
@@ -77,12 +77,14 @@ class CallStore:
             contact_id=contact_id,
         )
 
+    @uninterrupted
     async def create(self, config: CallConfig, *, variables: dict, metadata: dict, transfer_number: str | None) -> CallRecord:
         record = self.new_record(config, variables=variables, metadata=metadata, transfer_number=transfer_number)
         async with self.database.write() as session:
             session.add(record)
         return record
 
+    @uninterrupted
     async def dialed(self, call_id: str, call_sid: str) -> None:
         """Twilio accepted the call and gave it a CallSid."""
         async with self.database.write() as session:
@@ -91,6 +93,7 @@ class CallStore:
             self._event(session, "call.initiated", record)
             await self._follow(session, record)
 
+    @uninterrupted
     async def dial_refused(self, call_id: str, error: str) -> None:
         """Twilio refused or could not be reached: the call failed before it began."""
         async with self.database.write() as session:
@@ -100,6 +103,7 @@ class CallStore:
             self._apply_status(session, record, "failed", utcnow())
             await self._follow(session, record)
 
+    @uninterrupted
     async def dial_abandoned(self, call_id: str, error: str) -> None:
         """The dial never reached Twilio (the server stopped first): the attempt did not happen."""
         async with self.database.write() as session:
@@ -111,6 +115,7 @@ class CallStore:
 
     # --- Twilio's webhooks -------------------------------------------------------------------
 
+    @uninterrupted
     async def apply_status(
         self, call_id: str, call_sid: str, status: str, at: datetime, call_duration: int | None = None
     ) -> CallRecord | None:
@@ -122,6 +127,7 @@ class CallStore:
                 await self._follow(session, record)
             return record
 
+    @uninterrupted
     async def answered(self, call_id: str, call_sid: str) -> CallConfig | None:
         """Twilio fetched `/twiml`: the call is in progress. None if it is no call of ours."""
         async with self.database.write() as session:
@@ -131,6 +137,7 @@ class CallStore:
             self._apply_status(session, record, "in-progress", utcnow())
             return CallConfig.model_validate(record.config)
 
+    @uninterrupted
     async def apply_answered_by(
         self, call_id: str, call_sid: str, answered_by: str
     ) -> tuple[CallRecord | None, bool]:
@@ -142,12 +149,14 @@ class CallStore:
             record.answered_by = answered_by
             return record, True
 
+    @uninterrupted
     async def voicemail_handled(self, call_id: str, reason: EndReason) -> None:
         async with self.database.write() as session:
             record = await self._locked(session, call_id)
             self._set_end_reason(record, reason)
             record.outcome = "voicemail"
 
+    @uninterrupted
     async def apply_recording(
         self, call_id: str, call_sid: str, recording_sid: str, url: str, duration_secs: int | None
     ) -> CallRecord | None:
@@ -161,6 +170,7 @@ class CallStore:
 
     # --- the bot -----------------------------------------------------------------------------
 
+    @uninterrupted
     async def claim(self, call_id: str, token: str | None, secret: str, report_ttl_secs: int) -> CallConfig:
         """Hand an answered call's config to the one bot whose stream token proves it serves it.
 
@@ -193,6 +203,7 @@ class CallStore:
         config.report_token = issue_report_token(secret, call_id=call_id, ttl_secs=report_ttl_secs)
         return config
 
+    @uninterrupted
     async def apply_report(self, call_id: str, report: CallReport) -> CallRecord:
         async with self.database.write() as session:
             record = await self._locked(session, call_id)
@@ -214,16 +225,19 @@ class CallStore:
             await self._follow(session, record)
             return record
 
+    @uninterrupted
     async def set_end_reason(self, call_id: str, reason: EndReason) -> None:
         async with self.database.write() as session:
             self._set_end_reason(await self._locked(session, call_id), reason)
 
     # --- reading -----------------------------------------------------------------------------
 
+    @uninterrupted
     async def get(self, call_id: str) -> CallRecord | None:
         async with self.database.session() as session:
             return await session.get(CallRecord, call_id)
 
+    @uninterrupted
     async def list(
         self,
         *,

@@ -10,7 +10,9 @@ from functools import lru_cache
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, model_validator
+from pydantic import AfterValidator, model_validator
+
+from outcall.request_body import RequestBody
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -18,7 +20,7 @@ EARLIEST_LEGAL = time(8, 0)
 LATEST_LEGAL = time(21, 0)
 
 
-class Window(BaseModel):
+class Window(RequestBody):
     """One stretch of calling time on a day: from `start` up to (not including) `end`."""
 
     start: time

@@ -6,7 +6,7 @@ from sqlalchemy import case, delete, func, select
 
 from outcall.campaigns import CampaignSettings, CampaignStats
 from outcall.clock import Clock
-from outcall.database import Database, for_update, utcnow
+from outcall.database import Database, for_update, uninterrupted, utcnow
 from outcall.models import FINAL_STATUSES, Campaign, CampaignStatus, CallRecord, Contact, ContactState, EndReason
 
 # From which states each action may be taken, and the state it leads to.
@@ -35,12 +35,14 @@ class CampaignStore:
         self.database = database
         self.clock = clock
 
+    @uninterrupted
     async def create(self, name: str, settings: CampaignSettings) -> Campaign:
         campaign = Campaign(id=str(uuid.uuid4()), name=name, status=CampaignStatus.DRAFT.value, settings=settings.model_dump(mode="json"))
         async with self.database.write() as session:
             session.add(campaign)
         return campaign
 
+    @uninterrupted
     async def get(self, campaign_id: str) -> Campaign:
         async with self.database.session() as session:
             campaign = await session.get(Campaign, campaign_id)
@@ -48,10 +50,12 @@ class CampaignStore:
             raise CampaignError(404, f"No campaign with id {campaign_id!r}")
         return campaign
 
+    @uninterrupted
     async def all(self) -> list[Campaign]:
         async with self.database.session() as session:
             return list((await session.execute(select(Campaign).order_by(Campaign.created_at.desc()))).scalars())
 
+    @uninterrupted
     async def update(self, campaign_id: str, name: str | None, settings: CampaignSettings | None) -> Campaign:
         async with self.database.write() as session:
             campaign = await self._locked(session, campaign_id)
@@ -63,6 +67,7 @@ class CampaignStore:
                 campaign.settings = settings.model_dump(mode="json")
             return campaign
 
+    @uninterrupted
     async def change_status(self, campaign_id: str, action: str) -> Campaign:
         allowed_from, to = TRANSITIONS[action]
         async with self.database.write() as session:
@@ -81,6 +86,7 @@ class CampaignStore:
                 campaign.running_since = utcnow()  # compared with call records' real times
             return campaign
 
+    @uninterrupted
     async def delete(self, campaign_id: str) -> None:
         """Delete a campaign that is not running, with its contacts; its call records are kept."""
         async with self.database.write() as session:
@@ -90,6 +96,7 @@ class CampaignStore:
             await session.execute(delete(Contact).where(Contact.campaign_id == campaign_id))
             await session.delete(campaign)
 
+    @uninterrupted
     async def stats(self, campaign: Campaign) -> CampaignStats:
         async with self.database.session() as session:
             states = dict((await session.execute(
@@ -133,6 +140,7 @@ class CampaignStore:
             dials_today=campaign.dials_today,
         )
 
+    @uninterrupted
     async def contacts(self, campaign_id: str, state: str | None, after_id: int | None, limit: int) -> list[Contact]:
         query = select(Contact).where(Contact.campaign_id == campaign_id).order_by(Contact.id).limit(limit)
         if state:

@@ -15,16 +15,17 @@ from outcall.calling_windows import CallingWindows, TimeZoneName, default_window
 from outcall.calls import VoicemailAction
 from outcall.models import EndReason
 from outcall.phone_numbers import PhoneNumber
+from outcall.request_body import RequestBody
 
 
-class Retry(BaseModel):
+class Retry(RequestBody):
     """How often to try a contact again after one kind of unanswered call."""
 
     max_attempts: int = Field(ge=1, le=20, description="attempts in all, the first one included")
     delay_secs: int = Field(ge=60, le=30 * 86400, description="wait after an attempt before the next")
 
 
-class RetryPolicy(BaseModel):
+class RetryPolicy(RequestBody):
     """Retries per end reason. A call a person answered is never retried, except a callback they asked for."""
 
     no_answer: Retry = Retry(max_attempts=3, delay_secs=3600)
@@ -43,7 +44,7 @@ class RetryPolicy(BaseModel):
         }.get(reason)
 
 
-class CampaignSettings(BaseModel):
+class CampaignSettings(RequestBody):
     """Everything about how a campaign calls. Templates and variables work as in `/dialout`;
     each contact's own variables (its CSV columns) override `variables`."""
 
@@ -100,12 +101,12 @@ class CampaignSettings(BaseModel):
         return {name for t in (self.prompt, self.greeting, self.voicemail_message) if t for name in prompts.placeholders(t)}
 
 
-class CampaignCreate(BaseModel):
+class CampaignCreate(RequestBody):
     name: str = Field(min_length=1, max_length=200)
     settings: CampaignSettings
 
 
-class CampaignUpdate(BaseModel):
+class CampaignUpdate(RequestBody):
     """Change a campaign's name or settings; `settings` fields given replace the current ones."""
 
     name: str | None = Field(default=None, min_length=1, max_length=200)

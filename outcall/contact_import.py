@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outcall.campaigns import CampaignSettings
 from outcall.contact_file import BATCH_ROWS, ContactFile, ContactRow, FileOptions, RowError
-from outcall.database import Database
+from outcall.database import Database, uninterrupted
 from outcall.models import Campaign, Contact, ContactState
 
 BATCHES_PER_TRANSACTION = 5
@@ -96,6 +96,7 @@ class ContactImport:
             self.result.errors.append(error)
         self.on_error(error)
 
+    @uninterrupted
     async def _store(self, group: list[tuple[list[ContactRow], list[RowError]]]) -> None:
         """Store a group of batches in one transaction (fewer commits, each one durable)."""
         unique: dict[str, ContactRow] = {}

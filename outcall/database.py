@@ -3,26 +3,97 @@
 `DATABASE_URL` picks the engine: an embedded SQLite file by default (created on first start),
 or `postgresql+asyncpg://…` so several server instances share state.
 
+Every database operation runs to its end (`@uninterrupted`). Cancelling a task in the middle of
+a statement is what once hung the server: the statement kept running in aiosqlite's worker
+thread, SQLAlchemy invalidated the connection on the CancelledError and closed it while a
+SELECT was still open on it, and SQLite keeps such a connection as a "zombie" that holds its
+write lock until the statement is finalised, whenever the garbage collector gets to it. Every
+later writer then waited on SQLite's lock while holding the server's writer queue: a call's
+record that never ended, a dialer stopped for the whole process. Tasks are cancelled all the
+time here (a callee hangs up mid-report, a newer report supersedes one in flight, shutdown), so
+the rule is structural: an operation runs in a task of its own that no caller can cancel, and
+`write()`/`session()` refuse to open outside one.
+
 Operators who run migrations themselves:
 
     uv run python -m outcall.database upgrade
 """
 
 import asyncio
+import functools
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from importlib.resources import files
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from alembic import command
 from alembic.config import Config
+from loguru import logger
 from sqlalchemy import DateTime, Insert, Select, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.types import TypeDecorator
+
+SQLITE_BUSY_TIMEOUT_SECS = 10  # another process (the CLI) holding SQLite's write lock
+POSTGRES_STATEMENT_TIMEOUT_SECS = 30
+WRITER_QUEUE_TIMEOUT_SECS = 30  # waiting for this process's SQLite writer slot
+CLOSE_TIMEOUT_SECS = 10  # operations still running when the server stops
+
+_operation: ContextVar[asyncio.Task | None] = ContextVar("outcall_database_operation", default=None)
+_running: set[asyncio.Task] = set()
+_abandoned: set[asyncio.Task] = set()
+
+
+class DatabaseBusy(Exception):
+    """This process's SQLite writer slot stayed taken longer than WRITER_QUEUE_TIMEOUT_SECS."""
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def uninterrupted(operation: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Run a database operation in a task of its own, so it always ends with a commit or a
+    rollback: a caller that is cancelled stops waiting, the operation does not stop midway.
+    (See the module docstring for what cancelling one midway did.) Nested calls run inline."""
+
+    @functools.wraps(operation)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        if _operation.get() is asyncio.current_task():
+            return await operation(*args, **kwargs)
+        task = asyncio.create_task(_as_operation(operation(*args, **kwargs)))
+        _running.add(task)
+        task.add_done_callback(_finished)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            _abandoned.add(task)  # the caller stopped waiting; the operation goes on to its end
+            raise
+
+    return run
+
+
+async def _as_operation(work: Awaitable[T]) -> T:
+    _operation.set(asyncio.current_task())
+    return await work
+
+
+def _finished(task: asyncio.Task) -> None:
+    _running.discard(task)
+    if task in _abandoned:
+        _abandoned.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.opt(exception=task.exception()).warning("A database operation failed after its caller stopped waiting")
+
+
+def _require_operation() -> None:
+    if _operation.get() is not asyncio.current_task():
+        raise RuntimeError("database sessions are opened only inside an @uninterrupted operation")
 
 
 class UTCDateTime(TypeDecorator):
@@ -66,7 +137,7 @@ def create_engine(url: str) -> AsyncEngine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECS})
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _):
@@ -76,7 +147,9 @@ def create_engine(url: str) -> AsyncEngine:
             cursor.close()
 
         return engine
-    return create_async_engine(url, pool_pre_ping=True)
+    return create_async_engine(
+        url, pool_pre_ping=True, pool_timeout=30, connect_args={"command_timeout": POSTGRES_STATEMENT_TIMEOUT_SECS, "timeout": 10}
+    )
 
 
 def alembic_config() -> Config:
@@ -115,20 +188,38 @@ class Database:
             await connection.run_sync(_upgrade)
 
     def session(self) -> AsyncSession:
-        """A session for reading."""
+        """A session for reading, inside an @uninterrupted operation."""
+        _require_operation()
         return self.sessions()
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
-        """A session in a transaction, committed when the block ends without error."""
+        """A session in a transaction, committed when the block ends without error; inside an
+        @uninterrupted operation."""
+        _require_operation()
         if self._sqlite_writer:
-            async with self._sqlite_writer, self.sessions() as session, session.begin():
-                yield session
+            try:
+                async with asyncio.timeout(WRITER_QUEUE_TIMEOUT_SECS):
+                    await self._sqlite_writer.acquire()
+            except TimeoutError:
+                raise DatabaseBusy(f"the database stayed busy for {WRITER_QUEUE_TIMEOUT_SECS} s; try again")
+            try:
+                async with self.sessions() as session, session.begin():
+                    yield session
+            finally:
+                self._sqlite_writer.release()
         else:
             async with self.sessions() as session, session.begin():
                 yield session
 
     async def close(self) -> None:
+        """Let operations still running finish (bounded), then close every connection."""
+        loop = asyncio.get_running_loop()
+        running = {task for task in _running if task.get_loop() is loop}
+        if running:
+            _, pending = await asyncio.wait(running, timeout=CLOSE_TIMEOUT_SECS)
+            if pending:
+                logger.error(f"{len(pending)} database operations still running after {CLOSE_TIMEOUT_SECS} s; closing anyway")
         await self.engine.dispose()
 
 

@@ -30,7 +30,7 @@ from outcall.campaigns import CampaignSettings
 from outcall.clock import Clock
 from outcall.contact_calls import DoneReason
 from outcall.greetings import GreetingAudio
-from outcall.database import Database, for_update
+from outcall.database import Database, for_update, uninterrupted
 from outcall.models import IN_FLIGHT, FINAL_STATUSES, Campaign, CampaignStatus, CallRecord, Contact, ContactState
 from outcall.settings import Settings
 from server_utils import TwilioCallError, fetch_twilio_call, find_twilio_call, make_twilio_call
@@ -112,12 +112,8 @@ class Dispatcher:
 
     async def dispatch(self) -> int:
         """One pass over the running campaigns; returns how many dials it started."""
-        async with self.database.session() as session:
-            running = list(
-                (await session.execute(select(Campaign.id).where(Campaign.status == CampaignStatus.RUNNING))).scalars()
-            )
         started = 0
-        for campaign_id in running:
+        for campaign_id in await self._running_campaigns():
             for dial in await self.claim(campaign_id):
                 task = asyncio.create_task(self._dial(dial))
                 self._dials.add(task)
@@ -125,6 +121,13 @@ class Dispatcher:
                 started += 1
         return started
 
+    @uninterrupted
+    async def _running_campaigns(self) -> list[str]:
+        async with self.database.session() as session:
+            query = select(Campaign.id).where(Campaign.status == CampaignStatus.RUNNING)
+            return list((await session.execute(query)).scalars())
+
+    @uninterrupted
     async def claim(self, campaign_id: str) -> list[Dial]:
         """Choose and claim the campaign's next dials, in one transaction under its row lock."""
         now = self.clock.now()
@@ -289,6 +292,16 @@ class Dispatcher:
         Twilio: an ended call is recorded as ended, a live one left alone, and a dial Twilio never
         received gives the contact its attempt back. Returns how many it settled."""
         now = self.clock.now()
+        settled = 0
+        for contact_id, call_id in await self._stale_attempts(now):
+            try:
+                settled += await self._reconcile_call(contact_id, call_id, now)
+            except TwilioCallError as e:
+                logger.warning(f"Cannot reconcile call {call_id} yet: {e.message}")
+        return settled
+
+    @uninterrupted
+    async def _stale_attempts(self, now: datetime) -> list[tuple[int, str]]:
         async with self.database.session() as session:
             campaign_ids = list((await session.execute(
                 select(Campaign.id).where(Campaign.status != CampaignStatus.DRAFT)
@@ -302,13 +315,7 @@ class Dispatcher:
                         Contact.updated_at < now - STALE_AFTER,
                     )
                 )).all()
-        settled = 0
-        for contact_id, call_id in stale:
-            try:
-                settled += await self._reconcile_call(contact_id, call_id, now)
-            except TwilioCallError as e:
-                logger.warning(f"Cannot reconcile call {call_id} yet: {e.message}")
-        return settled
+            return [tuple(row) for row in stale]
 
     async def _reconcile_call(self, contact_id: int, call_id: str, now: datetime) -> bool:
         record = await self.store.get(call_id)
@@ -334,6 +341,7 @@ class Dispatcher:
         await self._touch(contact_id, now)  # still live: look again later
         return False
 
+    @uninterrupted
     async def _touch(self, contact_id: int, now: datetime) -> None:
         async with self.database.write() as session:
             contact = await session.get(Contact, contact_id)

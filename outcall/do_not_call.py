@@ -11,9 +11,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from outcall.database import Database, insert_ignoring_duplicates, utcnow
+from outcall.database import Database, insert_ignoring_duplicates, uninterrupted, utcnow
 from outcall.models import DoNotCall
 from outcall.phone_numbers import PhoneNumber
+from outcall.request_body import RequestBody
 
 
 class DoNotCallEntry(BaseModel):
@@ -23,7 +24,7 @@ class DoNotCallEntry(BaseModel):
     created_at: datetime
 
 
-class DoNotCallAdd(BaseModel):
+class DoNotCallAdd(RequestBody):
     """Numbers to add, with an optional reason kept beside each."""
 
     phones: list[PhoneNumber] = Field(min_length=1, max_length=10_000)
@@ -51,19 +52,23 @@ class DoNotCallList:
     def __init__(self, database: Database):
         self.database = database
 
+    @uninterrupted
     async def add(self, phones: Iterable[str], reason: str | None, source: str) -> None:
         async with self.database.write() as session:
             await add_numbers(session, phones, reason, source)
 
+    @uninterrupted
     async def remove(self, phone: str) -> bool:
         async with self.database.write() as session:
             removed = await session.execute(delete(DoNotCall).where(DoNotCall.phone == phone))
         return removed.rowcount > 0
 
+    @uninterrupted
     async def get(self, phone: str) -> DoNotCall | None:
         async with self.database.session() as session:
             return await session.get(DoNotCall, phone)
 
+    @uninterrupted
     async def page(self, after: str | None, limit: int) -> list[DoNotCall]:
         """Entries in number order, after the number `after`."""
         query = select(DoNotCall).order_by(DoNotCall.phone).limit(limit)

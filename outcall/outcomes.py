@@ -10,7 +10,9 @@ from google import genai
 from google.genai import types
 from loguru import logger
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from outcall.request_body import RequestBody
 
 DEFAULT_OUTCOMES = [
     "interested",
@@ -29,7 +31,7 @@ DEFAULT_SUMMARY_PROMPT = (
 )
 
 
-class RecordedOutcome(BaseModel):
+class RecordedOutcome(RequestBody):
     """The outcome of a call, as the LLM recorded it."""
 
     outcome: str = Field(max_length=32)

@@ -12,15 +12,16 @@ from datetime import datetime
 from typing import Literal
 
 from loguru import logger
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from outcall.models import EndReason
 from outcall.outcomes import RecordedOutcome
+from outcall.request_body import RequestBody
 
 RETRY_DELAYS_SECS = (0.5, 1, 2, 4, 8)  # about 15 s in all, then the report is logged instead
 
 
-class TranscriptTurn(BaseModel):
+class TranscriptTurn(RequestBody):
     """One turn of the conversation."""
 
     speaker: Literal["bot", "callee"]
@@ -30,7 +31,7 @@ class TranscriptTurn(BaseModel):
     interrupted: bool = False
 
 
-class CallReport(BaseModel):
+class CallReport(RequestBody):
     """The bot's view of its call so far; `final` once the call is over."""
 
     sequence: int = Field(ge=0)

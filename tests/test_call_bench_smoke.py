@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_call_bench_smoke_run(tmp_path):
     out = tmp_path / "results.json"
     run = subprocess.run(
-        [sys.executable, "bench/call_bench.py", "--calls", "2", "--window", "2", "--turns", "1",
+        [sys.executable, "bench/call_bench.py", "--calls", "2", "--window", "4", "--turns", "1",
          "--concurrency", "1", "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )

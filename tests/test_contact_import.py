@@ -11,7 +11,7 @@ import pytest
 from outcall.campaigns import CampaignSettings
 from outcall.contact_file import ImportRefused
 from outcall.contact_import import ContactImport
-from outcall.database import Database, utcnow
+from outcall.database import Database, uninterrupted, utcnow
 from outcall.models import Campaign
 from tests.campaign_helpers import contacts
 
@@ -95,12 +95,17 @@ async def test_encodings(server):
     assert names == {"Ann", "Zoë", "Bo"}
 
 
+@uninterrupted
+async def add_campaign(database: Database, campaign: Campaign) -> None:
+    async with database.write() as session:
+        session.add(campaign)
+
+
 async def test_a_large_file_streams_through_with_its_bad_rows_reported(tmp_path):
     database = Database(f"sqlite+aiosqlite:///{tmp_path}/large.db")
     await database.migrate()
     campaign = Campaign(id="c1", name="large", settings=CampaignSettings(timezone="UTC").model_dump(mode="json"))
-    async with database.write() as session:
-        session.add(campaign)
+    await add_campaign(database, campaign)
     rng = random.Random(7)
     path = tmp_path / "contacts.csv"
     numbers = rng.sample(range(2_000_000, 9_999_999), 60_000)

@@ -10,7 +10,7 @@ from sqlalchemy import select, text
 
 from outcall.call_store import CallStore
 from outcall.calls import CallClaimError, CallConfig
-from outcall.database import Database, alembic_config
+from outcall.database import Database, alembic_config, uninterrupted
 from outcall.models import CallEvent
 from outcall.reports import CallReport, TranscriptTurn
 from outcall.stream_auth import issue_stream_token
@@ -52,6 +52,7 @@ async def placed_call(store: CallStore, sid: str = "CA1") -> str:
     return call.call_id
 
 
+@uninterrupted
 async def events_of(database: Database, call_id: str) -> list[str]:
     async with database.session() as session:
         rows = await session.execute(select(CallEvent.type).where(CallEvent.call_id == call_id).order_by(CallEvent.created_at))
@@ -66,8 +67,8 @@ async def test_migrations_are_repeatable_and_safe_to_run_concurrently(database_u
         await first.migrate()
         await second.migrate()
     await first.migrate()
-    async with first.session() as session:
-        version = (await session.execute(text("SELECT version_num FROM alembic_version"))).scalar_one()
+    async with first.engine.connect() as connection:
+        version = (await connection.execute(text("SELECT version_num FROM alembic_version"))).scalar_one()
     assert version == ScriptDirectory.from_config(alembic_config()).get_current_head() == "0002"
     await first.close()
     await second.close()

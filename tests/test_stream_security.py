@@ -45,9 +45,15 @@ async def test_twiml_for_an_unknown_call_hangs_up(server):
     assert "<Hangup />" in response.text and "<Stream" not in response.text
 
 
+def stream_url(server) -> str:
+    return server.url.replace("http", "ws") + "/ws"
+
+
 async def open_stream(server, call_sid: str, parameters: dict) -> int:
-    """Act as Twilio opening a media stream; returns the close code the server chose."""
-    async with websockets.connect(server.url.replace("http", "ws") + "/ws") as ws:
+    """Act as Twilio opening a media stream (signed, as Twilio signs it); returns the close code
+    the server chose."""
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(stream_url(server), {})
+    async with websockets.connect(stream_url(server), additional_headers={"X-Twilio-Signature": signature}) as ws:
         await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
         await ws.send(json.dumps({
             "event": "start", "sequenceNumber": "1", "streamSid": "MZ" + "2" * 32,
@@ -122,3 +128,32 @@ async def test_call_config_endpoint_requires_the_stream_token(server):
     assert response.status_code == 401
     response = await server.client.get("/calls/some-id/config", headers={"Authorization": "Bearer v1.1.abc"})
     assert response.status_code == 404
+
+
+@pytest.mark.parametrize("signature", [None, "bm90IGEgc2lnbmF0dXJl", "signed-with-another-token", "signed-for-another-url"])
+async def test_streams_without_twilios_signature_are_refused_at_the_handshake(vendors, server, signature):
+    """In-process, the `/ws` handshake must carry Twilio's signature too, even with a valid token."""
+    held = asyncio.Event()
+
+    async def callee(call):
+        await held.wait()
+
+    vendors.twilio.callee = callee
+    placed = (await server.dialout({"to_number": CALLEE_NUMBER})).json()
+    call = vendors.twilio.calls[placed["call_sid"]]
+    while not call.custom_parameters:
+        await asyncio.sleep(0.01)
+    vendors_before = (len(vendors.deepgram.connections), vendors.cartesia.connections, len(vendors.gemini.requests))
+    if signature == "signed-with-another-token":
+        signature = RequestValidator("someone-else").compute_signature(stream_url(server), {})
+    elif signature == "signed-for-another-url":
+        signature = RequestValidator(AUTH_TOKEN).compute_signature("wss://elsewhere.example/ws", {})
+    headers = {"X-Twilio-Signature": signature} if signature else {}
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with websockets.connect(stream_url(server), additional_headers=headers):
+            pass
+    assert refused.value.response.status_code == 403
+    after = (len(vendors.deepgram.connections), vendors.cartesia.connections, len(vendors.gemini.requests))
+    assert after == vendors_before
+    held.set()
+    await call.hang_up()

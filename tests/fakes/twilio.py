@@ -20,7 +20,8 @@ It follows Twilio's protocol where our code can observe it:
 - Recording (`Record=true`): a `completed` recording callback when the call ends.
 - Updating a live call with `Twiml` stops the stream and runs the new TwiML (`Say`, `Dial`,
   `Hangup`); `Status=completed` hangs up, `Status=canceled` cancels a call not yet answered.
-- `<Connect><Stream>`: opens the WebSocket and sends `connected`, `start` (with the
+- `<Connect><Stream>`: opens the WebSocket (the handshake signed with `X-Twilio-Signature` over
+  the stream URL, as Twilio signs it) and sends `connected`, `start` (with the
   `<Parameter>`s as `customParameters`), then a `media` message of 160 bytes of μ-law every
   20 ms, as a real phone line does; it records the bot's `media`, `clear` and `mark`, and echoes
   each mark once the audio before it has played. Hanging up (REST `Status=completed`, or the
@@ -603,7 +604,11 @@ class TwilioEmulator:
         call.custom_parameters = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
         call.stream_sid = "MZ" + secrets.token_hex(16)
         try:
-            ws = await websockets.connect(self._resolve(call.stream_url), max_size=None)
+            # Twilio signs the handshake like a webhook: the stream URL, no parameters.
+            signature = RequestValidator(self.auth_token).compute_signature(call.stream_url, {})
+            ws = await websockets.connect(
+                self._resolve(call.stream_url), max_size=None, additional_headers={"X-Twilio-Signature": signature}
+            )
         except (OSError, websockets.InvalidHandshake) as e:
             call.stream_error = f"31920: stream connection failed: {e}"
             return
