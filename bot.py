@@ -364,6 +364,10 @@ async def run_bot(
         if not callee_spoke:
             await on_user_turn_idle(call.user_aggregator)
 
+    async def end_for_shutdown():
+        await say_goodbye(prompts.SHUTDOWN_GOODBYE, EndReason.SERVER_SHUTDOWN)
+
+    server.call_started(config.call_id, end_for_shutdown)
     background = [asyncio.create_task(enforce_time_limit())]
     if greeting_secs is not None:
         call.context.add_message({"role": "assistant", "content": config.greeting})
@@ -380,7 +384,10 @@ async def run_bot(
     finally:
         for task in background:
             task.cancel()
-        await finish_call(progress, reporter, settings)
+        try:
+            await finish_call(progress, reporter, settings)
+        finally:
+            server.call_finished(config.call_id)
     log.info(f"Call {config.call_id} finished ({progress.end_reason})")
 
 

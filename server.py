@@ -19,6 +19,8 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, WebSocket
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from loguru import logger
 from pipecat.runner.types import WebSocketRunnerArguments
@@ -31,10 +33,12 @@ from outcall.campaign_store import CampaignStore
 from outcall.clock import Clock, SystemClock
 from outcall.dispatcher import Dispatcher
 from outcall.do_not_call import DoNotCallList
+from outcall.draining import RETRY_AFTER_SECS, Drain, EndCall, LiveCalls
 from outcall.greetings import GreetingAudio
 from outcall.calls import CallClaimError, CallConfig, render_call_config
 from outcall.database import Database
 from outcall.reports import CallReport
+from outcall.request_body import non_finite_number
 from outcall.dependencies import SettingsDep, StoreDep, bearer_token, require_api_key
 from outcall.settings import Settings
 from outcall.stream_auth import issue_stream_token
@@ -121,6 +125,12 @@ class InProcessServerLink:
     async def report(self, config: CallConfig, report: CallReport) -> None:
         await self.store.apply_report(config.call_id, report)
 
+    def call_started(self, call_id: str, end_call: EndCall) -> None:
+        self.app.state.live_calls.started(call_id, end_call)
+
+    def call_finished(self, call_id: str) -> None:
+        self.app.state.live_calls.finished(call_id)
+
     async def transfer(self, config: CallConfig) -> bool:
         try:
             await calls_api.transfer_to_person(self.store, self.app.state.twilio, config.call_id)
@@ -130,7 +140,9 @@ class InProcessServerLink:
             return False
 
 
-def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, clock: Clock | None = None, handle_signals: bool = False) -> FastAPI:
+    """The server. `handle_signals`: SIGTERM drains calls first (outcall/draining.py); a real
+    server process sets it, a test server started inside pytest does not."""
     settings = settings or Settings()
     clock = clock or SystemClock()
     errors = settings.startup_errors()
@@ -161,6 +173,10 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             )
             app.state.store.on_slot_freed = app.state.dispatcher.wake
             app.state.dispatcher.start()
+        app.state.live_calls = LiveCalls()
+        app.state.drain = Drain(app.state.live_calls, settings.shutdown_drain_secs, stop_dialer, is_final)
+        if handle_signals:
+            app.state.drain.install()
         yield
         if app.state.dispatcher:
             await app.state.dispatcher.stop()
@@ -171,18 +187,35 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             await app.state.twilio.http_client.close()
         await database.close()
 
+    async def stop_dialer() -> None:
+        if app.state.dispatcher:
+            await app.state.dispatcher.stop()
+
+    async def is_final(call_id: str) -> bool:
+        record = await app.state.store.get(call_id)
+        return record is None or record.is_final
+
     app = FastAPI(title="outcall", lifespan=lifespan)
     app.state.settings = settings
     app.include_router(calls_api.router)
     app.include_router(campaigns_api.router)
     app.include_router(twilio_webhooks.router)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        """FastAPI's 422, except that an input holding NaN (which JSON cannot carry) is left out."""
+        errors = [{k: v for k, v in e.items() if k != "input" or non_finite_number(v) is None} for e in exc.errors()]
+        return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
+
     @app.exception_handler(TwilioCallError)
     async def twilio_call_error(request: Request, exc: TwilioCallError):
         return JSONResponse(status_code=exc.http_status, content=exc.body())
 
     @app.get("/health")
-    async def health():
+    async def health(request: Request):
+        """200 while this process takes calls; 503 once it drains for a shutdown."""
+        if request.app.state.drain.draining:
+            return JSONResponse(status_code=503, content={"status": "draining"})
         return {"status": "ok"}
 
     @app.post(
@@ -191,6 +224,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         dependencies=[Depends(require_api_key), Depends(require_calling_configured)],
     )
     async def dialout(body: DialoutRequest, request: Request, settings: SettingsDep, store: StoreDep):
+        if request.app.state.drain.draining:
+            raise HTTPException(
+                503, "This server is shutting down; retry shortly (another instance may take the call)",
+                headers={"Retry-After": str(RETRY_AFTER_SECS)},
+            )
         config = build_call_config(body, settings)
         if await request.app.state.do_not_call.get(config.to_number):
             raise HTTPException(409, f"{config.to_number} is on the do-not-call list; remove it there to call it")
@@ -278,7 +316,7 @@ def app_from_environment() -> FastAPI:
     """The app as each server process builds it: settings from the environment."""
     settings = Settings()
     bot.configure_logging(settings)
-    return create_app(settings)
+    return create_app(settings, handle_signals=True)
 
 
 if __name__ == "__main__":

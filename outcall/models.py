@@ -33,6 +33,8 @@ class EndReason(StrEnum):
     MAX_DURATION = "max-duration"
     IDLE_TIMEOUT = "idle-timeout"
     API_HANGUP = "api-hangup"  # POST /calls/{id}/hangup on an answered call
+    SERVER_SHUTDOWN = "server-shutdown"  # the server stopped (SIGTERM) before the call ended; it said goodbye
+    BOT_LOST = "bot-lost"  # the bot died without its final report (process killed); closed by the server
     ERROR = "error"  # the dial was refused, or the bot failed or never connected
 
 

@@ -23,6 +23,7 @@ DEFAULT_GREETING = "Hello! This is an automated assistant calling. Do you have a
 CHECK_IN = "Are you still there?"
 IDLE_GOODBYE = "It seems I've lost you. I'll let you go now. Goodbye!"
 MAX_DURATION_GOODBYE = "I'm sorry, we've reached the time limit for this call. Goodbye!"
+SHUTDOWN_GOODBYE = "I'm sorry, I have to end our call now. Someone will be in touch. Goodbye!"
 TRANSFER_FAILED = "I'm sorry, I couldn't connect you right now. Someone will call you back. Goodbye!"
 TRANSFER_LINE = "Of course. I'm transferring you to a colleague now; please stay on the line."
 DEFAULT_VOICEMAIL_MESSAGE = (

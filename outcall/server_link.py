@@ -6,6 +6,7 @@ that calls the same code directly, so it keeps working while the server shuts do
 """
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import aiohttp
@@ -28,6 +29,12 @@ class ServerLink(Protocol):
     async def report(self, config: CallConfig, report: CallReport) -> None: ...
 
     async def transfer(self, config: CallConfig) -> bool: ...
+
+    def call_started(self, call_id: str, end_call: Callable[[], Awaitable[None]]) -> None:
+        """The bot's conversation began; `end_call` ends it politely (the server uses it to drain)."""
+
+    def call_finished(self, call_id: str) -> None:
+        """The bot's conversation and its final report are done."""
 
 
 class HttpServerLink:
@@ -67,6 +74,12 @@ class HttpServerLink:
                         raise ReportNotDelivered(f"HTTP {response.status}: {await response.text()}", retry)
         except (aiohttp.ClientError, TimeoutError) as e:
             raise ReportNotDelivered(type(e).__name__, retry=True)
+
+    def call_started(self, call_id: str, end_call: Callable[[], Awaitable[None]]) -> None:
+        pass  # a bot on Pipecat Cloud is not stopped by the server's restarts
+
+    def call_finished(self, call_id: str) -> None:
+        pass
 
     async def transfer(self, config: CallConfig) -> bool:
         headers = {"Authorization": f"Bearer {config.report_token}"}

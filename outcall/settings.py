@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     stream_secret: SecretStr | None = None
     stream_token_ttl_secs: int = 300
     log_level: str = "INFO"
+    shutdown_drain_secs: float = Field(default=30, ge=0)  # on SIGTERM, calls in progress get this long to finish
     database_url: str = "sqlite+aiosqlite:///./data/outcall.db"
 
     # Twilio

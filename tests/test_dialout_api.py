@@ -1,8 +1,10 @@
 """POST /dialout: authentication, validation and Twilio's errors, all through the real server."""
 
+import json
+
 import pytest
 
-from tests.conftest import CALLEE_NUMBER, OUR_NUMBER
+from tests.conftest import API_KEY, CALLEE_NUMBER, OUR_NUMBER
 
 
 async def test_requires_an_api_key(vendors, server):
@@ -108,3 +110,27 @@ async def test_calling_without_stream_secret_is_refused(vendors, server):
 
 async def test_health(server):
     assert (await server.client.get("/health")).json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize(
+    "body, where",
+    [
+        ({"to_number": CALLEE_NUMBER, "greting": "Hi"}, "greting"),  # a typo is not the default greeting
+        ({"to_number": CALLEE_NUMBER, "variables": {"score": float("nan")}}, "variables.score"),
+        ({"to_number": CALLEE_NUMBER, "metadata": {"deep": [1, float("inf")]}}, "metadata.deep.1"),
+    ],
+)
+async def test_unknown_fields_and_non_json_numbers_are_refused(vendors, server, body, where):
+    headers = {"X-API-Key": API_KEY, "Content-Type": "application/json"}
+    response = await server.client.post("/dialout", content=json.dumps(body), headers=headers)  # NaN written as NaN
+    assert response.status_code == 422, response.text
+    assert where in str(response.json()["detail"])
+    assert vendors.twilio.calls == {}
+
+
+async def test_campaign_settings_refuse_unknown_fields_at_every_level(server):
+    for settings in ({"timezone": "UTC", "greting": "Hi"}, {"timezone": "UTC", "retry": {"no_answer": {"max_attempts": 2, "delay_secs": 60, "dealy": 1}}}):
+        response = await server.post("/campaigns", {"name": "typo", "settings": settings})
+        assert response.status_code == 422, response.text
+        assert "greting" in response.text or "dealy" in response.text
+    assert (await server.get("/campaigns")).json()["campaigns"] == []
