@@ -52,7 +52,7 @@ from outcall.reports import CallProgress, CallReporter, TranscriptTurn
 from outcall.server_link import HttpServerLink, ServerLink
 from outcall.settings import Settings
 from outcall.stream_auth import StreamTokenError, verify_stream_token
-from outcall.twilio_serializer import CallStreamSerializer
+from outcall.twilio_serializer import CallStreamSerializer, TwilioStreamSocket
 from pipelines.default import SAMPLE_RATE, build_pipeline, google_http_options
 
 END_CALL = FunctionSchema(
@@ -176,7 +176,7 @@ def create_twilio_serializer(call_data: CallData, settings: Settings) -> CallStr
 
 def create_twilio_transport(websocket: WebSocket, serializer: CallStreamSerializer) -> FastAPIWebsocketTransport:
     return FastAPIWebsocketTransport(
-        websocket=websocket,
+        websocket=TwilioStreamSocket(websocket),
         params=FastAPIWebsocketParams(
             audio_in_enabled=True,
             audio_out_enabled=True,

@@ -37,6 +37,7 @@ from outcall.draining import RETRY_AFTER_SECS, Drain, EndCall, LiveCalls
 from outcall.greetings import GreetingAudio
 from outcall.calls import CallClaimError, CallConfig, render_call_config
 from outcall.database import Database
+from outcall.reconciler import CallReconciler
 from outcall.reports import CallReport
 from outcall.request_body import non_finite_number
 from outcall.dependencies import SettingsDep, StoreDep, bearer_token, require_api_key
@@ -166,6 +167,10 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, han
         app.state.do_not_call = DoNotCallList(database)
         app.state.twilio = create_twilio_client(settings) if settings.twilio_account_sid else None
         app.state.greetings = GreetingAudio(settings, settings.greeting_cache_mb * 2**20)
+        reconciler = None
+        if app.state.twilio:
+            reconciler = CallReconciler(app.state.store, app.state.twilio, settings.max_call_duration_secs)
+            reconciler.start()
         app.state.dispatcher = None
         if settings.dialer_enabled and app.state.twilio and not calling_not_configured(settings):
             app.state.dispatcher = Dispatcher(
@@ -180,6 +185,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, han
         yield
         if app.state.dispatcher:
             await app.state.dispatcher.stop()
+        if reconciler:
+            await reconciler.stop()
         if delivery:
             await delivery.stop()
         await app.state.greetings.close()

@@ -21,6 +21,7 @@ from outcall.request_body import RequestBody
 from outcall.settings import Settings
 
 TWIML_MAX_CHARS = 4000  # Twilio's cap on inline TwiML
+TIME_LIMIT_GRACE_SECS = 30  # Twilio's TimeLimit: its hard stop, this long after the bot's polite one
 
 
 class DialoutRequest(RequestBody):
@@ -130,7 +131,7 @@ async def make_twilio_call(client: TwilioClient, settings: Settings, call: CallC
             status_callback_event=["initiated", "ringing", "answered", "completed"],
             status_callback_method="POST",
             # Twilio's own hard stop, a little after the bot's polite one.
-            time_limit=call.max_duration_secs + 30,
+            time_limit=call.max_duration_secs + TIME_LIMIT_GRACE_SECS,
             **options,
         )
     except TwilioRestException as e:

@@ -225,6 +225,55 @@ class CallStore:
             await self._follow(session, record)
             return record
 
+    # --- reconciliation (outcall/reconciler.py) ---------------------------------------------------
+
+    @uninterrupted
+    async def open_calls(self, quiet_since: datetime, limit: int = 500) -> list[CallRecord]:
+        """Calls not yet final, created before `quiet_since` and not checked with Twilio since."""
+        query = (
+            select(CallRecord)
+            .where(CallRecord.status.in_(STATUS_ORDER), CallRecord.created_at < quiet_since)
+            .where(or_(CallRecord.checked_at.is_(None), CallRecord.checked_at < quiet_since))
+            .order_by(CallRecord.created_at)
+            .limit(limit)
+        )
+        async with self.database.session() as session:
+            return list((await session.execute(query)).scalars())
+
+    @uninterrupted
+    async def checked(self, call_id: str) -> None:
+        """Twilio says the call is still live: look again later."""
+        async with self.database.write() as session:
+            (await self._locked(session, call_id)).checked_at = self.clock.now()
+
+    @uninterrupted
+    async def unreported_calls(self, ended_before: datetime, limit: int = 500) -> list[CallRecord]:
+        """Calls Twilio ended before `ended_before` whose bot never sent its final report."""
+        query = (
+            select(CallRecord)
+            .where(CallRecord.status.in_(FINAL_STATUSES), CallRecord.claimed_at.is_not(None))
+            .where(CallRecord.final_report_at.is_(None), CallRecord.ended_event_sent.is_(False))
+            .where(CallRecord.ended_at < ended_before)
+            .limit(limit)
+        )
+        async with self.database.session() as session:
+            return list((await session.execute(query)).scalars())
+
+    @uninterrupted
+    async def close_without_bot(self, call_id: str, error: str, status: str | None = None) -> None:
+        """End a record whose bot died without its final report (`bot-lost`); `status`: the final
+        status to give a call Twilio could not be asked about."""
+        async with self.database.write() as session:
+            record = await self._locked(session, call_id)
+            if record.final_report_at or record.ended_event_sent:
+                return
+            record.error = record.error or error
+            self._set_end_reason(record, EndReason.BOT_LOST if record.claimed_at else EndReason.ERROR)
+            if status and not record.is_final:
+                self._apply_status(session, record, status, self.clock.now())
+            self._maybe_ended(session, record, bot_lost=True)
+            await self._follow(session, record)
+
     @uninterrupted
     async def set_end_reason(self, call_id: str, reason: EndReason) -> None:
         async with self.database.write() as session:
@@ -341,11 +390,12 @@ class CallStore:
     def _set_end_reason(record: CallRecord, reason: EndReason) -> None:
         record.end_reason = record.end_reason or reason.value
 
-    def _maybe_ended(self, session: AsyncSession, record: CallRecord) -> None:
-        """`call.ended` once Twilio says the call is over and its bot, if it had one, has reported."""
+    def _maybe_ended(self, session: AsyncSession, record: CallRecord, bot_lost: bool = False) -> None:
+        """`call.ended` once Twilio says the call is over and its bot, if it had one, has reported
+        (or is known to be gone)."""
         if record.ended_event_sent or not record.is_final:
             return
-        if record.claimed_at is not None and record.final_report_at is None:
+        if record.claimed_at is not None and record.final_report_at is None and not bot_lost:
             return
         record.ended_event_sent = True
         self._event(session, "call.ended", record)

@@ -7,7 +7,7 @@ contacts are claimed by moving them to `dialing` in that same transaction. A con
 dialed only inside its calling window and never while it is on the do-not-call list.
 
 A call's slot is freed when Twilio reports its end, whatever the end (outcall/contact_calls.py).
-After a crash, `reconcile` asks Twilio about every attempt left `dialing` or `calling`.
+After a crash, reconciliation (outcall/reconciler.py) settles attempts left `dialing` or `calling`.
 On SQLite, one server instance is the supported limit.
 """
 
@@ -33,11 +33,9 @@ from outcall.greetings import GreetingAudio
 from outcall.database import Database, for_update, uninterrupted
 from outcall.models import IN_FLIGHT, FINAL_STATUSES, Campaign, CampaignStatus, CallRecord, Contact, ContactState
 from outcall.settings import Settings
-from server_utils import TwilioCallError, fetch_twilio_call, find_twilio_call, make_twilio_call
+from server_utils import TwilioCallError, make_twilio_call
 
 TICK_SECS = 0.25
-RECONCILE_EVERY_SECS = 30
-STALE_AFTER = timedelta(seconds=60)  # longer than any dial can take (Twilio's 15 s timeout, pacing)
 BREAKER_WINDOW = 20  # the circuit breaker judges a campaign's last 20 ended calls…
 BREAKER_MIN_CALLS = 5  # …once it has at least 5…
 BREAKER_FAILURE_RATE = 0.5  # …and pauses it when half or more failed
@@ -90,13 +88,8 @@ class Dispatcher:
         await asyncio.gather(*self._dials, return_exceptions=True)
 
     async def _run(self) -> None:
-        last_reconcile = None
         while True:
             try:
-                now = self.clock.now()
-                if last_reconcile is None or now - last_reconcile >= timedelta(seconds=RECONCILE_EVERY_SECS):
-                    await self.reconcile()
-                    last_reconcile = now
                 await self.dispatch()
             except asyncio.CancelledError:
                 raise
@@ -284,66 +277,3 @@ class Dispatcher:
             await self.store.dial_refused(dial.config.call_id, f"{e.message} (Twilio code {e.twilio_code})")
             return
         await self.store.dialed(dial.config.call_id, call_sid)
-
-    # --- after a crash -------------------------------------------------------------------------
-
-    async def reconcile(self) -> int:
-        """Settle attempts left `dialing` or `calling` longer than any dial takes, by asking
-        Twilio: an ended call is recorded as ended, a live one left alone, and a dial Twilio never
-        received gives the contact its attempt back. Returns how many it settled."""
-        now = self.clock.now()
-        settled = 0
-        for contact_id, call_id in await self._stale_attempts(now):
-            try:
-                settled += await self._reconcile_call(contact_id, call_id, now)
-            except TwilioCallError as e:
-                logger.warning(f"Cannot reconcile call {call_id} yet: {e.message}")
-        return settled
-
-    @uninterrupted
-    async def _stale_attempts(self, now: datetime) -> list[tuple[int, str]]:
-        async with self.database.session() as session:
-            campaign_ids = list((await session.execute(
-                select(Campaign.id).where(Campaign.status != CampaignStatus.DRAFT)
-            )).scalars())
-            stale = []
-            for campaign_id in campaign_ids:
-                stale += (await session.execute(
-                    select(Contact.id, Contact.current_call_id).where(
-                        Contact.campaign_id == campaign_id,
-                        Contact.state.in_(IN_FLIGHT),
-                        Contact.updated_at < now - STALE_AFTER,
-                    )
-                )).all()
-            return [tuple(row) for row in stale]
-
-    async def _reconcile_call(self, contact_id: int, call_id: str, now: datetime) -> bool:
-        record = await self.store.get(call_id)
-        if record is None or record.is_final:
-            return False
-        call = None
-        if record.call_sid:
-            call = await fetch_twilio_call(self.twilio, record.call_sid)
-        else:
-            call = await find_twilio_call(self.twilio, record.to_number, record.from_number, record.created_at)
-            if call is None:
-                logger.warning(f"Call {call_id} never reached Twilio (the server stopped mid-dial); its contact will be dialed again")
-                await self.store.dial_abandoned(call_id, "the server stopped before Twilio received the dial")
-                return True
-            await self.store.dialed(call_id, call.sid)
-        status = str(call.status)
-        if status in FINAL_STATUSES:
-            ended = call.end_time or now
-            duration = int(call.duration) if call.duration else None
-            await self.store.apply_status(call_id, call.sid, status, ended, duration)
-            logger.info(f"Reconciled call {call_id}: Twilio says {status}")
-            return True
-        await self._touch(contact_id, now)  # still live: look again later
-        return False
-
-    @uninterrupted
-    async def _touch(self, contact_id: int, now: datetime) -> None:
-        async with self.database.write() as session:
-            contact = await session.get(Contact, contact_id)
-            if contact is not None:
-                contact.updated_at = now

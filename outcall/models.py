@@ -80,6 +80,7 @@ class CallRecord(Base):
     answered_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
     ended_event_sent: Mapped[bool] = mapped_column(default=False)
+    checked_at: Mapped[datetime | None]  # reconciliation last asked Twilio about this open call
     campaign_id: Mapped[str | None] = mapped_column(String(36))
     contact_id: Mapped[int | None] = mapped_column(BigInteger)
 
@@ -111,7 +112,10 @@ class CallEvent(Base):
     given_up_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
 
-    __table_args__ = (Index("ix_call_events_due", "delivered_at", "given_up_at", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_call_events_due", "delivered_at", "given_up_at", "next_attempt_at"),
+        Index("ix_call_events_delivered", "delivered_at"),
+    )
 
 
 class CampaignStatus(StrEnum):

@@ -1,9 +1,13 @@
-"""Pipecat's Twilio serializer, taught not to hang up a call that has moved on without the bot."""
+"""Pipecat's Twilio serializer, taught not to hang up a call that has moved on without the bot,
+and the stream's socket, closed quietly when Twilio closed it first."""
 
 import json
 
+from fastapi import WebSocket, WebSocketDisconnect
+from loguru import logger
 from pipecat.frames.frames import CancelFrame, EndFrame, Frame
 from pipecat.serializers.twilio import TwilioFrameSerializer
+from starlette.websockets import WebSocketState
 
 
 class CallStreamSerializer(TwilioFrameSerializer):
@@ -35,3 +39,27 @@ class CallStreamSerializer(TwilioFrameSerializer):
         if self.call_released and isinstance(frame, (EndFrame, CancelFrame)):
             return None
         return await super().serialize(frame)
+
+
+class TwilioStreamSocket:
+    """The stream's WebSocket as Pipecat's transport uses it, except that closing a socket Twilio
+    has already closed is not an error.
+
+    When the bot ends a call it hangs up through the REST API, and Twilio then closes the stream
+    from its side while the transport closes it from ours. Whichever is second finds the socket
+    closed; Pipecat logs that as an ERROR, though the call ended exactly as intended.
+    """
+
+    def __init__(self, websocket: WebSocket):
+        self._websocket = websocket
+
+    def __getattr__(self, name: str):
+        return getattr(self._websocket, name)
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        if WebSocketState.DISCONNECTED in (self._websocket.client_state, self._websocket.application_state):
+            return
+        try:
+            await self._websocket.close(code, reason)
+        except (RuntimeError, OSError, WebSocketDisconnect) as e:  # Twilio closed it first
+            logger.debug(f"Stream already closed by Twilio: {type(e).__name__}: {e}")

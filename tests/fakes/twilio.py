@@ -13,7 +13,7 @@ It follows Twilio's protocol where our code can observe it:
   failed, each sent to `StatusCallback` (for the events in `StatusCallbackEvent`) as a signed
   form with Twilio's `Timestamp` and `SequenceNumber`. Callbacks are delivered independently,
   as Twilio does; a failed delivery (connection error or 5xx) is retried once. Tests can make
-  them arrive late (`callback_delays`) or twice (`duplicate_callbacks`). What happens to a
+  them arrive late (`callback_delays`), twice (`duplicate_callbacks`) or never (`lost_callbacks`). What happens to a
   number is set in `answer_as` (human, busy, no-answer, failed, or an answering machine).
 - Asynchronous answering-machine detection (`MachineDetection=DetectMessageEnd`, `AsyncAmd`):
   `AnsweredBy` posted to `AsyncAmdStatusCallback` (for a machine, when its greeting ends).
@@ -283,6 +283,7 @@ class TwilioEmulator:
         self.max_simultaneous = 0  # …and the most there ever were at once
         self.callback_delays: dict[str, float] = {}  # CallStatus → extra seconds before delivery
         self.duplicate_callbacks = False  # deliver every status callback twice
+        self.lost_callbacks: set[str] = set()  # CallStatus values whose callback never gets through
         # Name resolution for stream hosts, like /etc/hosts: {"api.pipecat.daily.co": "127.0.0.1:8123"}.
         # A mapped wss:// URL is opened as plain ws:// on the local address.
         self.hosts: dict[str, str] = {}
@@ -491,6 +492,9 @@ class TwilioEmulator:
             params |= {"CallDuration": str(duration), "Duration": str(max(1, (duration + 59) // 60))}
             if call.answered_by:
                 params["AnsweredBy"] = call.answered_by
+        if status in self.lost_callbacks:
+            call.callbacks.append(Callback("status", params, None))
+            return
         copies = 2 if self.duplicate_callbacks else 1
         for _ in range(copies):
             self._callback(call, "status", call.status_callback, params, self.callback_delays.get(status, 0))

@@ -1,0 +1,103 @@
+"""Reconciliation: every call's record ends, whatever was lost on the way.
+
+Twilio's status callbacks can fail to arrive (a signature mismatch behind a proxy, an outage, a
+server restarted mid-call), a dial's response can be lost when the server dies mid-request,
+and a bot can die without its final report. Each server instance runs this loop, so a record
+is never left open:
+
+- A call still open a minute after it was placed (or last checked) is looked up at Twilio: an
+  ended call gets its final status, a live one is looked at again later, and a dial Twilio
+  never received is abandoned (a campaign contact gets its attempt back).
+- A call Twilio ended whose bot sent no final report within BOT_REPORT_GRACE is closed with end
+  reason `bot-lost`, and `call.ended` fires once.
+- A call Twilio cannot be asked about is closed once it is past its maximum duration plus
+  Twilio's own `TimeLimit`, after which Twilio has certainly ended it.
+
+Campaign contacts follow their calls in the same transactions, so none is left `calling`.
+"""
+
+import asyncio
+from datetime import datetime, timedelta
+
+from loguru import logger
+from twilio.rest import Client as TwilioClient
+
+from outcall.call_store import CallStore
+from outcall.models import FINAL_STATUSES, CallRecord
+from server_utils import TIME_LIMIT_GRACE_SECS, TwilioCallError, fetch_twilio_call, find_twilio_call
+
+RECONCILE_EVERY_SECS = 30
+STALE_AFTER = timedelta(seconds=60)  # longer than any dial can take (Twilio's 15 s timeout, pacing)
+BOT_REPORT_GRACE = timedelta(seconds=60)  # a bot's final report: its summary, then ~15 s of retries
+GIVE_UP_AFTER = timedelta(minutes=5)  # past the call's maximum duration, when Twilio cannot say
+
+
+class CallReconciler:
+    """Settles open call records with Twilio, and closes those whose bot is gone."""
+
+    def __init__(self, store: CallStore, twilio: TwilioClient, max_call_duration_secs: int):
+        self.store = store
+        self.twilio = twilio
+        self.longest_call = timedelta(seconds=max_call_duration_secs + TIME_LIMIT_GRACE_SECS)
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        last_pass = None
+        while True:
+            now = self.store.clock.now()
+            if last_pass is None or now - last_pass >= timedelta(seconds=RECONCILE_EVERY_SECS):
+                try:
+                    await self.reconcile()
+                except Exception:
+                    logger.exception("Reconciliation pass failed; retrying")
+                last_pass = now
+            await asyncio.sleep(1)  # a moved clock (tests) is noticed within a second
+
+    async def reconcile(self) -> int:
+        """One pass; returns how many records it settled."""
+        now = self.store.clock.now()
+        settled = 0
+        for record in await self.store.open_calls(quiet_since=now - STALE_AFTER):
+            try:
+                settled += await self._settle_open_call(record, now)
+            except TwilioCallError as e:
+                if now - record.created_at > self.longest_call + GIVE_UP_AFTER:
+                    await self.store.close_without_bot(
+                        record.id, f"Twilio could not be asked about the call ({e.message}); closed after its maximum duration",
+                        status="completed",
+                    )
+                    settled += 1
+                else:
+                    logger.warning(f"Cannot reconcile call {record.id} yet: {e.message}")
+        for record in await self.store.unreported_calls(ended_before=now - BOT_REPORT_GRACE):
+            logger.warning(f"Call {record.id} ended without its bot's final report; closing it as bot-lost")
+            await self.store.close_without_bot(record.id, "the bot stopped without its final report (process killed?)")
+            settled += 1
+        return settled
+
+    async def _settle_open_call(self, record: CallRecord, now: datetime) -> bool:
+        if record.call_sid:
+            call = await fetch_twilio_call(self.twilio, record.call_sid)
+        else:
+            call = await find_twilio_call(self.twilio, record.to_number, record.from_number, record.created_at)
+            if call is None:
+                logger.warning(f"Call {record.id} never reached Twilio (the server stopped mid-dial)")
+                await self.store.dial_abandoned(record.id, "the server stopped before Twilio received the dial")
+                return True
+            await self.store.dialed(record.id, call.sid)
+        status = str(call.status)
+        if status not in FINAL_STATUSES:
+            await self.store.checked(record.id)
+            return False
+        duration = int(call.duration) if call.duration else None
+        await self.store.apply_status(record.id, call.sid, status, call.end_time or now, duration)
+        logger.info(f"Reconciled call {record.id}: Twilio says {status}")
+        return True
