@@ -24,6 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from loguru import logger
 from pipecat.runner.types import WebSocketRunnerArguments
+from pydantic import ValidationError
 
 import bot
 from outcall import calls_api, campaigns_api, prompts, twilio_webhooks
@@ -158,7 +159,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, han
         delivery = None
         events_secret = settings.secret("call_events_secret")
         if settings.call_events_webhook_url and events_secret:
-            delivery = CallEventDelivery(database, settings.call_events_webhook_url, events_secret)
+            delivery = CallEventDelivery(
+                database, settings.call_events_webhook_url, events_secret, retention_days=settings.call_events_retention_days
+            )
             delivery.start()
         app.state.store = CallStore(
             database, events_enabled=delivery is not None, on_event=delivery.wake if delivery else lambda: None, clock=clock
@@ -327,7 +330,10 @@ def app_from_environment() -> FastAPI:
 
 
 if __name__ == "__main__":
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as e:
+        raise SystemExit(f"Invalid settings (environment or .env):\n{e}")
     if errors := settings.startup_errors():
         raise SystemExit("; ".join(errors))
     uvicorn.run(

@@ -3,7 +3,8 @@
 Events are written to the `call_events` table in the same transaction as the change they
 describe (an outbox), then a background loop POSTs them to CALL_EVENTS_WEBHOOK_URL, retrying
 with exponential backoff. Each carries an `id` (also in the `Outcall-Event-Id` header) so a
-receiver can drop duplicates, and is signed:
+receiver can drop duplicates, and is signed (delivered events are pruned after
+CALL_EVENTS_RETENTION_DAYS; those given up on stay, and were logged as errors):
 
     Outcall-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>" with CALL_EVENTS_SECRET>
 """
@@ -14,11 +15,11 @@ import hmac
 import json
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import aiohttp
 from loguru import logger
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outcall.call_views import call_detail
@@ -27,6 +28,7 @@ from outcall.models import CallEvent, CallRecord
 
 MAX_ATTEMPTS = 12  # with the backoff below: about 3.5 hours of trying
 LEASE = timedelta(seconds=30)  # an instance sending an event holds it this long
+PRUNE_EVERY = timedelta(hours=1)
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -53,11 +55,13 @@ def add_event(session: AsyncSession, event_type: str, record: CallRecord) -> Non
 class CallEventDelivery:
     """The loop that sends queued events; any number of server instances can run one."""
 
-    def __init__(self, database: Database, url: str, secret: str, poll_secs: float = 1.0):
+    def __init__(self, database: Database, url: str, secret: str, poll_secs: float = 1.0, retention_days: float = 7):
         self.database = database
         self.url = url
         self.secret = secret
         self.poll_secs = poll_secs
+        self.retention = timedelta(days=retention_days)
+        self._pruned_at: datetime | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -82,6 +86,9 @@ class CallEventDelivery:
             try:
                 while await self._send_one():
                     pass
+                if self._pruned_at is None or utcnow() - self._pruned_at >= PRUNE_EVERY:
+                    self._pruned_at = utcnow()
+                    await self.prune()
             except Exception as e:  # the database may be briefly away; try again later
                 logger.warning(f"Call events: {type(e).__name__}: {e}")
             try:
@@ -89,6 +96,16 @@ class CallEventDelivery:
             except TimeoutError:
                 pass
             self._wake.clear()
+
+    @uninterrupted
+    async def prune(self) -> int:
+        """Forget events delivered longer ago than the retention period; returns how many.
+        Events given up on are kept (and were logged as errors): they are what needs looking at."""
+        async with self.database.write() as session:
+            result = await session.execute(delete(CallEvent).where(CallEvent.delivered_at < utcnow() - self.retention))
+        if result.rowcount:
+            logger.info(f"Call events: pruned {result.rowcount} delivered more than {self.retention.days} days ago")
+        return result.rowcount
 
     @uninterrupted
     async def _lease_next(self) -> CallEvent | None:

@@ -12,7 +12,7 @@ from typing import Annotated
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberFormat
 from phonenumbers.tzdata import TIMEZONE_DATA, TIMEZONE_LONGEST_PREFIX
-from pydantic import AfterValidator
+from pydantic import AfterValidator, WithJsonSchema
 
 _PUNCTUATION = re.compile(r"[\s\-().]")
 _PLUS_DIGITS = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -34,7 +34,11 @@ def _e164(value: str) -> str:
     return value
 
 
-PhoneNumber = Annotated[str, AfterValidator(_e164)]
+PhoneNumber = Annotated[
+    str,
+    AfterValidator(_e164),
+    WithJsonSchema({"type": "string", "pattern": _E164.pattern, "examples": [E164_EXAMPLE]}),
+]
 """An E.164 number in an API request (strict: the API's callers write numbers exactly)."""
 
 

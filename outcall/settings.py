@@ -8,6 +8,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 from outcall.outcomes import DEFAULT_OUTCOMES
+from outcall.phone_numbers import PhoneNumber
 
 PIPECAT_CLOUD_WS_HOST = "api.pipecat.daily.co"
 
@@ -38,7 +39,7 @@ class Settings(BaseSettings):
     # Twilio
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
-    twilio_phone_number: str | None = None
+    twilio_phone_number: PhoneNumber | None = None
     twilio_api_base_url: str = "https://api.twilio.com"
 
     # Pipecat Cloud (ENV=production)
@@ -80,10 +81,11 @@ class Settings(BaseSettings):
     voicemail: Literal["off", "hangup", "leave_message"] = "off"
     voicemail_message: str | None = None  # template; None: outcall.prompts.DEFAULT_VOICEMAIL_MESSAGE
     voicemail_voice: str = "Polly.Joanna-Neural"
-    transfer_number: str | None = None
+    transfer_number: PhoneNumber | None = None
     recording: bool = False
     call_events_webhook_url: str | None = None
     call_events_secret: SecretStr | None = None
+    call_events_retention_days: float = Field(default=7, gt=0)  # delivered events are kept this long
 
     # Campaigns
     dialer_enabled: bool = True  # run the campaign dispatcher in this server instance
@@ -92,6 +94,11 @@ class Settings(BaseSettings):
     @classmethod
     def _lowercase_env(cls, value: str) -> str:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("twilio_phone_number", "transfer_number", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value):
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("call_outcomes", mode="before")
     @classmethod

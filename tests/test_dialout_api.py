@@ -4,7 +4,9 @@ import json
 
 import pytest
 
-from tests.conftest import API_KEY, CALLEE_NUMBER, OUR_NUMBER
+from pydantic import ValidationError
+
+from tests.conftest import API_KEY, CALLEE_NUMBER, OUR_NUMBER, free_port, make_settings
 
 
 async def test_requires_an_api_key(vendors, server):
@@ -134,3 +136,9 @@ async def test_campaign_settings_refuse_unknown_fields_at_every_level(server):
         assert response.status_code == 422, response.text
         assert "greting" in response.text or "dealy" in response.text
     assert (await server.get("/campaigns")).json()["campaigns"] == []
+
+
+@pytest.mark.parametrize("setting", ["transfer_number", "twilio_phone_number"])
+async def test_number_settings_are_validated_at_startup_like_per_call_values(vendors, setting):
+    with pytest.raises(ValidationError, match="E.164"):
+        make_settings(vendors, free_port(), **{setting: "415 555 2671"})

@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 
+from outcall.call_events import CallEventDelivery
 from outcall.call_store import CallStore
 from outcall.calls import CallClaimError, CallConfig
 from outcall.database import Database, alembic_config, uninterrupted
@@ -162,3 +163,23 @@ async def test_listing_pages_through_every_call_once_newest_first(store, databas
     assert sorted(r.id for r in busy) == sorted(ids[:5])
     future, _ = await store.list(created_after=datetime.now(UTC) + timedelta(hours=1))
     assert future == []
+
+
+@uninterrupted
+async def age_events(database: Database, call_id: str, days: float, given_up: bool = False) -> None:
+    """Pretend the call's events were delivered (or given up on) `days` ago."""
+    at = datetime.now(UTC) - timedelta(days=days)
+    async with database.write() as session:
+        values = {"given_up_at": at} if given_up else {"delivered_at": at}
+        await session.execute(update(CallEvent).where(CallEvent.call_id == call_id).values(**values))
+
+
+async def test_delivered_events_are_pruned_after_the_retention_period_and_failures_kept(store, database):
+    old, recent, failed = [await placed_call(store, sid) for sid in ("CA1", "CA2", "CA3")]
+    await age_events(database, old, days=8)
+    await age_events(database, recent, days=6)
+    await age_events(database, failed, days=30, given_up=True)
+    delivery = CallEventDelivery(database, "http://127.0.0.1:9/never", "secret", retention_days=7)
+    assert await delivery.prune() == 1
+    assert (await events_of(database, old), await events_of(database, recent)) == ([], ["call.initiated"])
+    assert await events_of(database, failed) == ["call.initiated"]  # given up: kept to be looked at
