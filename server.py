@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 import bot
 from outcall import calls_api, campaigns_api, prompts, twilio_webhooks
+from outcall.api_errors import error_responses
 from outcall.call_events import CallEventDelivery
 from outcall.call_store import CallStore
 from outcall.campaign_store import CampaignStore
@@ -221,7 +222,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, han
     async def twilio_call_error(request: Request, exc: TwilioCallError):
         return JSONResponse(status_code=exc.http_status, content=exc.body())
 
-    @app.get("/health")
+    @app.get("/health", responses=error_responses(503))
     async def health(request: Request):
         """200 while this process takes calls; 503 once it drains for a shutdown."""
         if request.app.state.drain.draining:
@@ -231,6 +232,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, han
     @app.post(
         "/dialout",
         response_model=DialoutResponse,
+        responses=error_responses(400, 401, 409, 429, 502, 503),
         dependencies=[Depends(require_api_key), Depends(require_calling_configured)],
     )
     async def dialout(body: DialoutRequest, request: Request, settings: SettingsDep, store: StoreDep):
@@ -262,7 +264,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, han
             call_sid=call_sid, to_number=config.to_number, from_number=config.from_number, call_id=config.call_id
         )
 
-    @app.post("/twiml")
+    @app.post("/twiml", responses=error_responses(400, 403))
     async def twiml(request: Request, settings: SettingsDep, store: StoreDep, call_id: str = Query("")):
         form = await twilio_form(request, settings)
         call_sid = form.get("CallSid", "")
@@ -287,7 +289,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, han
             logger.error(f"TwiML for call {call_id} is {len(twiml)} characters, over Twilio's {TWIML_MAX_CHARS}")
         return Response(twiml, media_type="application/xml")
 
-    @app.get("/calls/{call_id}/config", response_model=CallConfig)
+    @app.get("/calls/{call_id}/config", response_model=CallConfig, responses=error_responses(401, 403, 404, 409))
     async def call_config(call_id: str, request: Request, settings: SettingsDep, store: StoreDep):
         token = bearer_token(request)
         secret = settings.secret("stream_secret")

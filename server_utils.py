@@ -256,11 +256,14 @@ async def twilio_form(request: Request, settings: Settings) -> dict[str, str]:
     if not auth_token or not settings.server_url:
         logger.error("Refusing a Twilio webhook: TWILIO_AUTH_TOKEN and SERVER_URL are needed to check it")
         raise HTTPException(403, "Twilio signature cannot be checked: the server lacks TWILIO_AUTH_TOKEN or SERVER_URL")
+    signature = request.headers.get("X-Twilio-Signature", "")
+    if not signature:  # refused before the body is even parsed
+        logger.warning(f"Rejected a request to {request.url.path} without a Twilio signature")
+        raise HTTPException(403, "Invalid or missing X-Twilio-Signature")
     form = {key: str(value) for key, value in (await request.form()).items()}
     # Twilio signs the public URL it called, which differs from request.url behind ngrok.
     url = settings.server_url + request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    signature = request.headers.get("X-Twilio-Signature", "")
-    if not signature or not RequestValidator(auth_token).validate(url, form, signature):
+    if not RequestValidator(auth_token).validate(url, form, signature):
         logger.warning(f"Rejected a request to {request.url.path} with a missing or invalid Twilio signature")
         raise HTTPException(403, "Invalid or missing X-Twilio-Signature")
     return form

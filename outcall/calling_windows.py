@@ -10,7 +10,7 @@ from functools import lru_cache
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, model_validator
+from pydantic import AfterValidator, PlainSerializer, WithJsonSchema, model_validator
 
 from outcall.request_body import RequestBody
 
@@ -20,11 +20,26 @@ EARLIEST_LEGAL = time(8, 0)
 LATEST_LEGAL = time(21, 0)
 
 
+def _wall_clock(value: time) -> time:
+    if value.tzinfo is not None:
+        raise ValueError("a window's times are the contact's local wall-clock time, like 09:00, with no offset")
+    return value
+
+
+WallClock = Annotated[
+    time,
+    AfterValidator(_wall_clock),
+    PlainSerializer(lambda value: value.strftime("%H:%M"), return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": r"^([01]\d|2[0-3]):[0-5]\d$", "examples": ["09:00"]}),
+]
+"""A local time of day, written HH:MM."""
+
+
 class Window(RequestBody):
     """One stretch of calling time on a day: from `start` up to (not including) `end`."""
 
-    start: time
-    end: time
+    start: WallClock
+    end: WallClock
 
     @model_validator(mode="after")
     def _ordered(self) -> "Window":

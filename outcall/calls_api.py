@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from twilio.rest import Client as TwilioClient
 
+from outcall.api_errors import error_responses
 from outcall.call_store import CallStore, decode_cursor
 from outcall.call_views import CallDetail, CallList, call_detail, call_summary
 from outcall.dependencies import StoreDep, require_api_key, require_report_token, require_twilio
@@ -20,7 +21,7 @@ from outcall.models import FINAL_STATUSES, STATUS_ORDER, CallRecord, EndReason
 from outcall.reports import CallReport
 from server_utils import transfer_twiml, update_twilio_call
 
-router = APIRouter(prefix="/calls", tags=["calls"])
+router = APIRouter(prefix="/calls", tags=["calls"], responses=error_responses(400, 401, 404, 409, 429, 502, 503))
 
 CallStatus = Literal["queued", "initiated", "ringing", "in-progress", "completed", "busy", "no-answer", "failed", "canceled"]
 assert set(CallStatus.__args__) == set(STATUS_ORDER + FINAL_STATUSES)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
+from outcall.api_errors import error_responses
 from outcall.campaign_store import CampaignError, CampaignStore
 from outcall.campaigns import CampaignCreate, CampaignList, CampaignSettings, CampaignUpdate, CampaignView
 from outcall.contact_file import ImportRefused, RowError
@@ -18,7 +19,7 @@ from outcall.do_not_call import DoNotCallAdd, DoNotCallEntry
 from outcall.models import Campaign, ContactState
 from outcall.phone_numbers import PhoneNumber
 
-router = APIRouter(tags=["campaigns"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["campaigns"], dependencies=[Depends(require_api_key)], responses=error_responses(400, 401, 404, 409, 503))
 SPOOL_BYTES = 1 << 20  # an uploaded file beyond this waits on disk, not in memory
 
 

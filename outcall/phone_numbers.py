@@ -29,7 +29,11 @@ def _e164(value: str) -> str:
             f"must be a phone number in E.164 form: '+', country code and number, "
             f"no spaces or dashes, like {E164_EXAMPLE}"
         )
-    if not phonenumbers.is_valid_number(phonenumbers.parse(value, None)):
+    try:
+        valid = phonenumbers.is_valid_number(phonenumbers.parse(value, None))
+    except NumberParseException:  # too short for any country, say: not a ValueError, so caught here
+        valid = False
+    if not valid:
         raise ValueError(f"{value} is not a valid phone number (expected a form like {E164_EXAMPLE})")
     return value
 

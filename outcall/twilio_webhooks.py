@@ -10,12 +10,13 @@ from email.utils import parsedate_to_datetime
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from loguru import logger
 
+from outcall.api_errors import error_responses
 from outcall.database import utcnow
 from outcall.dependencies import SettingsDep, StoreDep
 from outcall.models import CallRecord, EndReason
 from server_utils import TwilioCallError, hangup_twiml, twilio_form, update_twilio_call
 
-router = APIRouter(prefix="/twilio", tags=["Twilio webhooks"])
+router = APIRouter(prefix="/twilio", tags=["Twilio webhooks"], responses=error_responses(400, 403, 404))
 
 MACHINE_VERDICTS = {"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax"}
 

@@ -272,6 +272,7 @@ class TwilioEmulator:
         # What happens when a number is called: "human" (the default), "busy", "no-answer",
         # "failed", or an answering machine ("machine_end_beep", "machine_end_silence", …).
         self.answer_as: dict[str, str] = {}
+        self.answer_default = "human"  # what happens to numbers not in answer_as
         self.ring_secs = 0.05  # how long a phone rings before it is answered
         self.no_answer_secs = 0.3  # how long it rings before Twilio gives up (Timeout)
         self.amd_secs = 0.5  # how long answering-machine detection listens before its verdict
@@ -445,7 +446,7 @@ class TwilioEmulator:
         return task
 
     async def _run_call(self, call: EmulatedCall) -> None:
-        behaviour = self.answer_as.get(call.to, "human")
+        behaviour = self.answer_as.get(call.to, self.answer_default)
         final = "completed"
         try:
             self._set_status(call, "initiated")
