@@ -78,18 +78,25 @@ class _Lines:
         elif start.startswith(codecs.BOM_UTF8):
             encoding, self._pending = "utf-8", start[3:]
         else:
-            if b"\x00" in start:
+            if b"\x00" in start and encoding is None:
                 raise ImportRefused("the file looks like UTF-16 without a byte-order mark: save it as UTF-8")
             self._pending = start
         self.encoding = encoding or "utf-8"
         try:
-            codecs.lookup(self.encoding)
+            codec = codecs.lookup(self.encoding).name
         except LookupError:
             raise ImportRefused(f"unknown encoding {self.encoding!r}: use utf-8, latin-1, cp1252…") from None
+        # Several bytes a character: lines cannot be split on b"\n", so the stream is decoded whole.
+        self._wide = codec.startswith(("utf-16", "utf-32"))
+        if codec in ("utf-16", "utf-32") and not start.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            raise ImportRefused(
+                f"encoding={self.encoding} needs a byte-order mark, which this file lacks: "
+                f"name the byte order (utf-16-le or utf-16-be), or save the file as UTF-8"
+            )
 
     def __iter__(self) -> Iterator[str]:
-        if self.encoding == "utf-16":  # two bytes a character: decode the stream as a whole
-            decoder = codecs.getincrementaldecoder("utf-16")(errors="replace")
+        if self._wide:
+            decoder = codecs.getincrementaldecoder(self.encoding)(errors="replace")
             text = decoder.decode(self._pending)
             for chunk in iter(lambda: self.source.read(1 << 16), b""):
                 self.bytes_read += len(chunk)

@@ -1,0 +1,122 @@
+"""Property tests (Hypothesis) for what arrives in CSV files: phone normalisation and the contact
+reader never crash on any input, and an import accounts for every row, imported or reported."""
+
+import asyncio
+import csv
+import io
+import re
+import tempfile
+import uuid
+from pathlib import Path
+
+import phonenumbers
+from hypothesis import HealthCheck, given, settings, strategies as st
+from sqlalchemy import func, select
+
+from outcall.campaigns import CampaignSettings
+from outcall.contact_file import ContactFile, FileOptions, ImportRefused
+from outcall.contact_import import ContactImport
+from outcall.database import Database, uninterrupted, utcnow
+from outcall.models import Campaign, Contact
+from outcall.phone_numbers import NumberError, to_e164
+
+E164 = re.compile(r"^\+[1-9]\d{1,14}$")
+BOUNDED = settings(max_examples=150, deadline=None, derandomize=True)
+
+# Numbers as people type them: real ones in many shapes, near-misses, and noise.
+digits = st.text("0123456789", min_size=1, max_size=16)
+phones = st.one_of(
+    st.sampled_from(["+14155552671", "(415) 555-2671", "415.555.2671", "+44 20 7946 0958", "020 7946 0958", "+1555123"]),
+    digits, digits.map(lambda d: "+" + d), st.text(max_size=25),
+)
+
+
+@BOUNDED
+@given(raw=phones, region=st.sampled_from([None, "US", "GB", "DE"]))
+def test_phone_normalisation_returns_valid_e164_or_says_why(raw, region):
+    try:
+        e164 = to_e164(raw, region)
+    except NumberError as e:
+        assert str(e)
+        return
+    assert E164.match(e164) and phonenumbers.is_valid_number(phonenumbers.parse(e164))
+    assert to_e164(e164) == e164  # normalising again changes nothing
+
+
+def read_all(data: bytes, encoding: str | None = None) -> tuple[list, list] | None:
+    """Every row and error the reader yields; None if it refused the file as a whole."""
+    try:
+        reader = ContactFile(io.BytesIO(data), FileOptions(campaign_timezone="UTC", encoding=encoding))
+    except ImportRefused as e:
+        assert str(e)
+        return None
+    rows, errors = [], []
+    for batch_rows, batch_errors in reader.batches():
+        rows += batch_rows
+        errors += batch_errors
+    return rows, errors
+
+
+@BOUNDED
+@given(data=st.binary(max_size=600), encoding=st.sampled_from([None, "latin-1", "utf-16", "utf-16-le", "utf-32"]))
+def test_arbitrary_bytes_never_crash_the_reader(data, encoding):
+    read_all(b"phone,name\n" + data, encoding)
+    read_all(data, encoding)
+
+
+field_text = st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), max_size=20)
+csv_rows = st.lists(st.tuples(phones, field_text), min_size=1, max_size=30)
+
+
+def as_csv(rows: list[tuple[str, str]]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["phone", "name"])
+    writer.writerows(rows)
+    return out.getvalue().encode()
+
+
+@BOUNDED
+@given(rows=csv_rows)
+def test_every_row_is_read_as_a_contact_or_reported_with_a_reason(rows):
+    read = read_all(as_csv(rows))
+    assert read is not None
+    contacts, errors = read
+    assert len(contacts) + len(errors) == len(rows)
+    assert all(error.reason for error in errors)
+    assert all(E164.match(contact.phone) for contact in contacts)
+    lines = sorted([c.line for c in contacts] + [e.row for e in errors])  # file lines: a quoted newline spans two
+    assert len(set(lines)) == len(lines) and lines[0] >= 2
+
+
+@uninterrupted
+async def add_campaign(database: Database) -> Campaign:
+    campaign = Campaign(id=str(uuid.uuid4()), name="fuzz", settings=CampaignSettings(timezone="UTC").model_dump(mode="json"))
+    async with database.write() as session:
+        session.add(campaign)
+    return campaign
+
+
+@uninterrupted
+async def stored(database: Database, campaign_id: str) -> int:
+    async with database.session() as session:
+        return await session.scalar(select(func.count()).where(Contact.campaign_id == campaign_id))
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=csv_rows)
+def test_an_import_stores_exactly_the_rows_it_reports_imported(rows):
+    async def run():
+        with tempfile.TemporaryDirectory() as folder:
+            database = Database(f"sqlite+aiosqlite:///{folder}/outcall.db")
+            await database.migrate()
+            campaign = await add_campaign(database)
+            path = Path(folder) / "contacts.csv"
+            path.write_bytes(as_csv(rows))
+            result = await ContactImport(database, campaign, path, now=utcnow()).run()
+            count = await stored(database, campaign.id)
+            await database.close()
+        assert result.imported + result.rejected == len(rows)  # duplicates are rejected rows too
+        assert count == result.imported
+
+    asyncio.run(run())
