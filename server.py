@@ -59,6 +59,9 @@ from server_utils import (
 )
 
 
+SHUTDOWN_GRACE_SECS = 10  # after the drain, what is still open gets this long before it is cancelled
+
+
 def calling_not_configured(settings: Settings) -> list[str]:
     """The settings calls need that are missing."""
     return [
@@ -346,4 +349,5 @@ if __name__ == "__main__":
         workers=settings.workers,
         # Audio barely compresses; deflating every 20 ms packet costs CPU and latency.
         ws_per_message_deflate=False,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECS,
     )

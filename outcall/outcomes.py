@@ -4,6 +4,7 @@ The allowed outcomes and the summary prompt are settings (`CALL_OUTCOMES`, `SUMM
 these are their defaults.
 """
 
+import asyncio
 import json
 
 from google import genai
@@ -13,6 +14,8 @@ from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 from pydantic import Field
 
 from outcall.request_body import RequestBody
+
+SUMMARY_TIMEOUT_SECS = 20
 
 DEFAULT_OUTCOMES = [
     "interested",
@@ -76,16 +79,17 @@ async def summarise_call(
         "required": ["summary", "outcome"] if need_outcome else ["summary"],
     }
     try:
-        response = await client.aio.models.generate_content(
-            model=model,
-            contents=f"Transcript:\n{transcript_text}",
-            config=types.GenerateContentConfig(
-                system_instruction=prompt,
-                response_mime_type="application/json",
-                response_json_schema=schema,
-                temperature=0,
-            ),
-        )
+        async with asyncio.timeout(SUMMARY_TIMEOUT_SECS):  # the final report waits for this
+            response = await client.aio.models.generate_content(
+                model=model,
+                contents=f"Transcript:\n{transcript_text}",
+                config=types.GenerateContentConfig(
+                    system_instruction=prompt,
+                    response_mime_type="application/json",
+                    response_json_schema=schema,
+                    temperature=0,
+                ),
+            )
         data = json.loads(response.text or "{}")
     except Exception as e:
         logger.warning(f"Post-call summary failed: {type(e).__name__}: {e}")

@@ -14,7 +14,7 @@ import pytest
 import uvicorn
 
 from outcall.settings import Settings
-from server import create_app
+from server import SHUTDOWN_GRACE_SECS, create_app
 from tests.fakes.cartesia import FakeCartesia
 from tests.fakes.deepgram import FakeDeepgram
 from tests.fakes.gemini import FakeGemini, last_user_text
@@ -131,7 +131,7 @@ class RunningServer:
 
 async def start_server(settings: Settings, clock=None) -> tuple[uvicorn.Server, asyncio.Task]:
     config = uvicorn.Config(create_app(settings, clock), host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on",
-                            ws_per_message_deflate=False)  # as server.py runs it
+                            ws_per_message_deflate=False, timeout_graceful_shutdown=SHUTDOWN_GRACE_SECS)  # as server.py runs it
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -221,4 +221,4 @@ async def server(vendors: Vendors, server_overrides: dict, database_url: str, se
     async with httpx.AsyncClient(base_url=settings.server_url, timeout=30) as client:
         yield RunningServer(settings, settings.server_url, client)
     uv_server.should_exit = True
-    await task
+    await asyncio.wait_for(task, SHUTDOWN_GRACE_SECS + 15)  # bounded, whatever calls are open

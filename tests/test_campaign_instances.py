@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.campaign_helpers import ALL_DAY, campaign, contacts, dials_to, new_campaign, wait_for
+from server import SHUTDOWN_GRACE_SECS
 from tests.conftest import MovableClock, RunningServer, free_port, make_settings, start_server
 
 ROOT = Path(__file__).parent.parent
@@ -27,7 +28,7 @@ async def running(settings, clock=None):
 async def shut_down(server: RunningServer, uv_server, task) -> None:
     await server.client.aclose()
     uv_server.should_exit = True
-    await task
+    await asyncio.wait_for(task, SHUTDOWN_GRACE_SECS + 15)
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)

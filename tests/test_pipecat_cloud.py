@@ -48,13 +48,13 @@ async def pipecat_cloud(server, monkeypatch):
         await bot.bot(WebSocketRunnerArguments(websocket=websocket))
 
     port = free_port()
-    cloud = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    cloud = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=5))
     task = asyncio.create_task(cloud.serve())
     while not cloud.started:
         await asyncio.sleep(0.01)
     yield port, sessions
     cloud.should_exit = True
-    await task
+    await asyncio.wait_for(task, 20)
 
 
 async def test_the_bot_on_pipecat_cloud_fetches_its_call_and_talks(vendors, server, pipecat_cloud):
