@@ -21,6 +21,7 @@ from outcall.campaigns import CampaignSettings
 from outcall.models import IN_FLIGHT, CallEvent, Campaign, CampaignStatus, Contact, ContactState, EndReason
 from outcall.reports import CallProgress, CallReporter, TranscriptTurn
 from outcall.stream_auth import issue_stream_token
+from tests.conftest import speech
 from tests.test_storage import SECRET, config
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
@@ -30,7 +31,7 @@ ROUND_TIMEOUT_SECS = 30
 
 
 @pytest.fixture
-async def store(database_url):
+async def store(database_url):  # the store-level test's own store (the end-to-end one has a server)
     database = Database(database_url)
     await database.migrate()
     yield CallStore(database, events_enabled=True)
@@ -151,3 +152,38 @@ async def test_calls_ending_together_under_cancellation_all_end_their_records(st
         assert all(t.done() for t in left), f"round {round_number}: tasks left behind: {left}"
         # And the database takes a write at once.
         await asyncio.wait_for(answered_and_claimed(store, "c1", f"CA{round_number:02d}9999"), timeout=5)
+
+
+END_TO_END_CALLS = 8
+
+
+async def test_real_calls_hung_up_at_random_moments_all_end_their_records(vendors, server, database_url):
+    """The same through the whole server: eight calls at once, each callee hanging up at a random
+    moment (before the greeting, mid-reply, after its own line), callbacks doubled."""
+    rng = random.Random(7)
+    vendors.twilio.duplicate_callbacks = True
+    vendors.deepgram.transcripts = ["yes this is ada"] * END_TO_END_CALLS
+    vendors.gemini.respond = lambda request: [{"text": "Thank you. I am calling about your appointment next week, "
+                                                       "and I have a few details to go through with you."}]
+    delays = {f"+1415555{2600 + i}": rng.uniform(0.0, 3.0) for i in range(END_TO_END_CALLS)}
+
+    async def callee(call):
+        await asyncio.sleep(delays[call.to] / 3)
+        if delays[call.to] > 1:
+            await call.say(speech("yes_this_is_ada"))
+        await asyncio.sleep(delays[call.to])
+        await call.hang_up()
+
+    vendors.twilio.callee = callee
+    placed = [(await server.dialout({"to_number": number})).json() for number in delays]
+    records = [await server.record(body["call_id"], until=lambda r: r["end_reason"] and r["status"] == "completed", timeout=40)
+               for body in placed]
+    assert all(r["end_reason"] == "callee-hung-up" for r in records), [r["end_reason"] for r in records]
+    for body in placed:
+        await vendors.twilio.calls[body["call_sid"]].settled()
+    database = Database(database_url)  # what the API does not show: every bot's final report arrived
+    store = CallStore(database)
+    try:
+        assert all([(await store.get(body["call_id"])).final_report_at for body in placed])
+    finally:
+        await database.close()
