@@ -26,8 +26,6 @@ from functools import partial
 
 from fastapi import WebSocket
 from loguru import logger
-from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
-from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from google import genai
 from pipecat.frames.frames import (
     BotStoppedSpeakingFrame,
@@ -45,37 +43,16 @@ from pipecat.workers.runner import WorkerRunner
 
 from outcall import prompts
 from outcall.calls import CallClaimError, CallConfig, render_call_config
-from outcall.database import utcnow
-from outcall.models import EndReason
-from outcall.outcomes import DEFAULT_SUMMARY_PROMPT, RecordedOutcome, record_outcome_tool, summarise_call
-from outcall.reports import CallProgress, CallReporter, TranscriptTurn
+from outcall.reports import CallProgress, CallReporter, RecordedOutcome, TranscriptTurn
 from outcall.server_link import HttpServerLink, ServerLink
 from outcall.settings import Settings
 from outcall.stream_auth import StreamTokenError, verify_stream_token
 from outcall.twilio_serializer import CallStreamSerializer, TwilioStreamSocket
+from outcall.values import EndReason, utcnow
+from pipelines.call_tools import KEYPAD, call_tools
 from pipelines.default import SAMPLE_RATE, build_pipeline, google_http_options
+from pipelines.summary import DEFAULT_SUMMARY_PROMPT, summarise_call
 
-END_CALL = FunctionSchema(
-    name="end_call",
-    description="Hang up the phone call. Say a short goodbye first, then call this.",
-    properties={"reason": {"type": "string", "description": "Why the call is ending, in a few words."}},
-    required=[],
-)
-
-TRANSFER_CALL = FunctionSchema(
-    name="transfer_call",
-    description="Transfer the call to a human colleague, when the person asks for one or you cannot help.",
-    properties={},
-    required=[],
-)
-
-PRESS_KEYS = FunctionSchema(
-    name="press_keys",
-    description="Press keys on the phone keypad, to navigate an automated phone menu.",
-    properties={"keys": {"type": "string", "description": "Digits, * and # to press, in order, e.g. '1' or '123#'."}},
-    required=["keys"],
-)
-KEYPAD = set("0123456789*#")
 GREETING_CHUNK_BYTES = 320  # 40 ms of 8 kHz μ-law per media message, as Pipecat's transport sends
 
 
@@ -187,13 +164,6 @@ def create_twilio_transport(websocket: WebSocket, serializer: CallStreamSerializ
     )
 
 
-def call_tools(config: CallConfig, settings: Settings) -> ToolsSchema:
-    tools = [END_CALL, record_outcome_tool(settings.call_outcomes), PRESS_KEYS]
-    if config.can_transfer:
-        tools.append(TRANSFER_CALL)
-    return ToolsSchema(standard_tools=tools)
-
-
 async def run_bot(
     transport: FastAPIWebsocketTransport,
     serializer: CallStreamSerializer,
@@ -207,7 +177,7 @@ async def run_bot(
     system_instruction = config.system_instruction
     if config.wait_for_callee:
         system_instruction += f'\n\nThe person speaks first. Answer them with this greeting: "{config.greeting}"'
-    call = build_pipeline(transport, settings, system_instruction, call_tools(config, settings))
+    call = build_pipeline(transport, settings, system_instruction, call_tools(settings.call_outcomes, config.can_transfer))
     worker = PipelineWorker(
         call.pipeline,
         params=PipelineParams(

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from outcall import prompts
 from outcall.calling_windows import CallingWindows, TimeZoneName, default_windows, outside_legal_hours
 from outcall.calls import VoicemailAction
-from outcall.models import EndReason
+from outcall.values import EndReason
 from outcall.phone_numbers import PhoneNumber
 from outcall.request_body import RequestBody
 

@@ -39,6 +39,8 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.types import TypeDecorator
 
+from outcall.values import utcnow  # noqa: F401 (re-exported: the stores' time)
+
 SQLITE_BUSY_TIMEOUT_SECS = 10  # another process (the CLI) holding SQLite's write lock
 POSTGRES_STATEMENT_TIMEOUT_SECS = 30
 WRITER_QUEUE_TIMEOUT_SECS = 30  # waiting for this process's SQLite writer slot
@@ -125,10 +127,6 @@ def insert_ignoring_duplicates(dialect_name: str, table) -> Insert:
     """INSERT … ON CONFLICT DO NOTHING, on either engine."""
     insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
     return insert(table).on_conflict_do_nothing()
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def create_engine(url: str) -> AsyncEngine:

@@ -7,36 +7,8 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from outcall.database import UTCDateTime, utcnow
-
-# Twilio's call statuses in the order a call moves through them; the last five are final.
-STATUS_ORDER = ["queued", "initiated", "ringing", "in-progress"]
-FINAL_STATUSES = ["completed", "busy", "no-answer", "failed", "canceled"]
-
-
-def status_rank(status: str) -> int:
-    return STATUS_ORDER.index(status) if status in STATUS_ORDER else len(STATUS_ORDER)
-
-
-class EndReason(StrEnum):
-    """Why a call ended: one of these, recorded once."""
-
-    BOT_ENDED = "bot-ended"  # the LLM finished the conversation (end_call)
-    CALLEE_HUNG_UP = "callee-hung-up"
-    NO_ANSWER = "no-answer"
-    BUSY = "busy"
-    FAILED = "failed"  # Twilio could not place or connect the call
-    CANCELED = "canceled"  # hung up through the API before anyone answered
-    VOICEMAIL_LEFT = "voicemail-left"
-    VOICEMAIL_SKIPPED = "voicemail-skipped"
-    TRANSFERRED = "transferred"
-    MAX_DURATION = "max-duration"
-    IDLE_TIMEOUT = "idle-timeout"
-    API_HANGUP = "api-hangup"  # POST /calls/{id}/hangup on an answered call
-    SERVER_SHUTDOWN = "server-shutdown"  # the server stopped (SIGTERM) before the call ended; it said goodbye
-    BOT_LOST = "bot-lost"  # the bot died without its final report (process killed); closed by the server
-    ERROR = "error"  # the dial was refused, or the bot failed or never connected
-
+from outcall.database import UTCDateTime
+from outcall.values import FINAL_STATUSES, STATUS_ORDER, EndReason, status_rank, utcnow  # noqa: F401 (re-exported)
 
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime}

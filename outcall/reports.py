@@ -14,11 +14,18 @@ from typing import Literal
 from loguru import logger
 from pydantic import Field
 
-from outcall.models import EndReason
-from outcall.outcomes import RecordedOutcome
 from outcall.request_body import RequestBody
+from outcall.values import EndReason
 
 RETRY_DELAYS_SECS = (0.5, 1, 2, 4, 8)  # about 15 s in all, then the report is logged instead
+
+
+class RecordedOutcome(RequestBody):
+    """The outcome of a call, as the LLM recorded it."""
+
+    outcome: str = Field(max_length=32)
+    notes: str = Field(default="", max_length=2000)
+    callback_time: str | None = Field(default=None, max_length=64)
 
 
 class TranscriptTurn(RequestBody):

@@ -7,8 +7,8 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
-from outcall.outcomes import DEFAULT_OUTCOMES
 from outcall.phone_numbers import PhoneNumber
+from outcall.values import DEFAULT_OUTCOMES
 
 PIPECAT_CLOUD_WS_HOST = "api.pipecat.daily.co"
 
@@ -77,7 +77,7 @@ class Settings(BaseSettings):
 
     # Call lifecycle
     call_outcomes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_OUTCOMES))
-    summary_prompt: str | None = None  # None: outcall.outcomes.DEFAULT_SUMMARY_PROMPT
+    summary_prompt: str | None = None  # None: pipelines.summary.DEFAULT_SUMMARY_PROMPT
     voicemail: Literal["off", "hangup", "leave_message"] = "off"
     voicemail_message: str | None = None  # template; None: outcall.prompts.DEFAULT_VOICEMAIL_MESSAGE
     voicemail_voice: str = "Polly.Joanna-Neural"
