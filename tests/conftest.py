@@ -3,6 +3,7 @@
 import asyncio
 import os
 import socket
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -139,6 +140,40 @@ async def start_server(settings: Settings, clock=None) -> tuple[uvicorn.Server, 
             task.result()
         await asyncio.sleep(0.01)
     return server, task
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def server_environment(settings: Settings) -> dict[str, str]:
+    """`settings` as the environment of a server process (nothing inherited but PATH and the like)."""
+    env = {k: v for k, v in os.environ.items() if not k.isupper() or k in ("PATH", "HOME", "VIRTUAL_ENV")}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        value = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+        env[name.upper()] = ",".join(value) if isinstance(value, list) else str(value)
+    return env
+
+
+async def start_server_process(settings: Settings, log: Path | None = None) -> asyncio.subprocess.Process:
+    """`server.py` in a process of its own, as a user runs it; returns once /health answers."""
+    output = log.open("w") if log else asyncio.subprocess.DEVNULL
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "server.py", cwd=ROOT, env=server_environment(settings), stdout=output, stderr=asyncio.subprocess.STDOUT,
+    )
+    async with httpx.AsyncClient(base_url=settings.server_url) as client:
+        for _ in range(600):
+            if process.returncode is not None:
+                raise AssertionError(f"server exited: {log.read_text()[-3000:] if log else process.returncode}")
+            try:
+                if (await client.get("/health")).status_code == 200:
+                    return process
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.05)
+    process.kill()
+    raise AssertionError("server did not start in 30 s")
 
 
 @pytest.fixture

@@ -2,20 +2,16 @@
 killed mid-dial and restarted: every contact is dialed exactly once, limits hold throughout."""
 
 import asyncio
-import os
 import signal
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.campaign_helpers import ALL_DAY, campaign, contacts, dials_to, new_campaign, wait_for
 from server import SHUTDOWN_GRACE_SECS
-from tests.conftest import MovableClock, RunningServer, free_port, make_settings, start_server
+from tests.campaign_helpers import ALL_DAY, campaign, contacts, dials_to, new_campaign, wait_for
+from tests.conftest import MovableClock, RunningServer, free_port, make_settings, start_server, start_server_process
 
-ROOT = Path(__file__).parent.parent
 ONCE = {"no_answer": {"max_attempts": 1, "delay_secs": 60}, "busy": {"max_attempts": 1, "delay_secs": 60}}
 
 
@@ -63,16 +59,6 @@ async def _completed(server, campaign_id):
     return view if view["status"] == "completed" else None
 
 
-def server_environment(settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.isupper() or k in ("PATH", "HOME", "VIRTUAL_ENV")}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        value = value.get_secret_value() if hasattr(value, "get_secret_value") else value
-        env[name.upper()] = ",".join(value) if isinstance(value, list) else str(value)
-    return env
-
-
 async def test_a_server_killed_mid_dial_is_reconciled_after_restart(vendors, tmp_path):
     """A: placed and known; B: placed, but the server died before Twilio's answer arrived;
     C: the server died before Twilio received the dial. All three end up dialed exactly once."""
@@ -82,12 +68,8 @@ async def test_a_server_killed_mid_dial_is_reconciled_after_restart(vendors, tmp
     vendors.twilio.create_faults.update({b: "response-lost", c: "request-lost"})
     database_url = f"sqlite+aiosqlite:///{tmp_path}/outcall.db"
     settings = make_settings(vendors, free_port(), database_url=database_url)
-    doomed = await asyncio.create_subprocess_exec(
-        sys.executable, "server.py", cwd=ROOT, env=server_environment(settings),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )
+    doomed = await start_server_process(settings)
     async with httpx.AsyncClient(base_url=settings.server_url, timeout=30) as client:
-        await wait_for(lambda: _up(client), timeout=60, what="server subprocess up")
         server = RunningServer(settings, settings.server_url, client)
         campaign_id = await new_campaign(
             server, f"phone\n{a}\n{b}\n{c}\n", calls_per_second=20, retry=ONCE,
@@ -115,9 +97,3 @@ async def test_a_server_killed_mid_dial_is_reconciled_after_restart(vendors, tmp
     assert records[b]["call_sid"] and records[b]["status"] == "no-answer"  # found again through Twilio
     assert view["stats"]["end_reasons"] == {"no-answer": 2, "busy": 1, "error": 1}  # + C's abandoned dial
 
-
-async def _up(client):
-    try:
-        return (await client.get("/health")).status_code == 200
-    except httpx.TransportError:
-        return False

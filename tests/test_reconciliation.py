@@ -3,7 +3,6 @@ when a bot dies without its final report (the server SIGKILLed mid-call, then re
 
 import asyncio
 import signal
-import sys
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -12,8 +11,8 @@ import pytest
 from outcall.call_store import CallStore
 from outcall.database import Database
 from tests.campaign_helpers import ALL_DAY, contacts, new_campaign, wait_for
-from tests.conftest import MovableClock, RunningServer, free_port, make_settings, speech
-from tests.test_campaign_instances import ROOT, _up, running, server_environment, shut_down
+from tests.conftest import MovableClock, RunningServer, free_port, make_settings, speech, start_server_process
+from tests.test_campaign_instances import running, shut_down
 
 
 @pytest.fixture
@@ -51,12 +50,8 @@ async def test_a_server_killed_mid_call_closes_the_record_as_bot_lost_after_rest
     vendors.twilio.callee = callee
     database_url = f"sqlite+aiosqlite:///{tmp_path}/outcall.db"
     settings = make_settings(vendors, free_port(), database_url=database_url, idle_timeout_secs=60)
-    doomed = await asyncio.create_subprocess_exec(
-        sys.executable, "server.py", cwd=ROOT, env=server_environment(settings),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )
+    doomed = await start_server_process(settings)
     async with httpx.AsyncClient(base_url=settings.server_url, timeout=30) as client:
-        await wait_for(lambda: _up(client), timeout=60, what="server subprocess up")
         server = RunningServer(settings, settings.server_url, client)
         campaign_id = await new_campaign(server, "phone\n+12125550301\n", calling_windows=ALL_DAY, allow_outside_legal_hours=True)
         await server.post(f"/campaigns/{campaign_id}/start")
