@@ -13,8 +13,8 @@ How a call flows:
    transfer number is set, `transfer_call`. Keys the callee presses reach the LLM as text.
 5. After each turn the bot reports the transcript to the server (`/calls/{id}/report`).
 6. The LLM's `end_call` tool, silence, the time limit, or the server draining for a shutdown
-   ends the pipeline; the serializer then hangs the call up through Twilio's REST API. A callee hang-up ends it at once; a
-   transfer hands the call to Twilio's `<Dial>`.
+   ends the pipeline; the serializer then hangs the call up through Twilio's REST API. A
+   callee hang-up ends it at once; a transfer hands the call to Twilio's `<Dial>`.
 7. A one-request summary (and the outcome, if the LLM recorded none), then the final report.
 """
 

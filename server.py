@@ -186,7 +186,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, han
             app.state.store.on_slot_freed = app.state.dispatcher.wake
             app.state.dispatcher.start()
         app.state.live_calls = LiveCalls()
-        app.state.drain = Drain(app.state.live_calls, settings.shutdown_drain_secs, stop_dialer, is_final)
+        app.state.drain = Drain(app.state.live_calls, settings.shutdown_drain_secs, app.state.store, app.state.dispatcher)
         if handle_signals:
             app.state.drain.install()
         yield
@@ -200,14 +200,6 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, han
         if app.state.twilio:
             await app.state.twilio.http_client.close()
         await database.close()
-
-    async def stop_dialer() -> None:
-        if app.state.dispatcher:
-            await app.state.dispatcher.stop()
-
-    async def is_final(call_id: str) -> bool:
-        record = await app.state.store.get(call_id)
-        return record is None or record.is_final
 
     app = FastAPI(title="outcall", lifespan=lifespan)
     app.state.settings = settings

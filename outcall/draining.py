@@ -21,6 +21,9 @@ from collections.abc import Awaitable, Callable
 
 from loguru import logger
 
+from outcall.call_store import CallStore
+from outcall.dispatcher import Dispatcher
+
 GOODBYE_SECS = 15  # a goodbye, the hang-up and the final report (its summary request included)
 FINAL_STATUS_SECS = 5  # Twilio's `completed` callback after the hang-up
 RETRY_AFTER_SECS = 30  # what /dialout tells clients while this process drains
@@ -76,18 +79,12 @@ class Drain:
     """The server's response to SIGTERM (see the module docstring). `run()` is the drain itself;
     `install()` makes the process's first SIGTERM or SIGINT run it before uvicorn shuts down."""
 
-    def __init__(
-        self,
-        live_calls: LiveCalls,
-        drain_secs: float,
-        stop_dialer: Callable[[], Awaitable[None]],
-        is_final: Callable[[str], Awaitable[bool]],
-    ):
+    def __init__(self, live_calls: LiveCalls, drain_secs: float, store: CallStore, dispatcher: Dispatcher | None):
         self.live_calls = live_calls
         self.drain_secs = drain_secs
         self.draining = False
-        self._stop_dialer = stop_dialer
-        self._is_final = is_final
+        self.store = store
+        self.dispatcher = dispatcher
         self._uvicorn_handlers: dict[int, object] = {}
         self._task: asyncio.Task | None = None
 
@@ -123,7 +120,8 @@ class Drain:
         logger.warning(
             f"Draining: no new calls; {len(self.live_calls)} in progress get {self.drain_secs:g} s to finish"
         )
-        await self._stop_dialer()
+        if self.dispatcher:
+            await self.dispatcher.stop()
         ended = self.live_calls.ids()
         if not await self.live_calls.wait_until_none(self.drain_secs):
             logger.warning(f"Ending {len(self.live_calls)} calls still in progress")
@@ -138,5 +136,8 @@ class Drain:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + FINAL_STATUS_SECS
         for call_id in call_ids:
-            while not await self._is_final(call_id) and loop.time() < deadline:
+            while loop.time() < deadline:
+                record = await self.store.get(call_id)
+                if record is None or record.is_final:
+                    break
                 await asyncio.sleep(0.1)
