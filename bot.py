@@ -20,7 +20,6 @@ How a call flows:
 
 import asyncio
 import base64
-import json
 import sys
 from functools import partial
 
@@ -47,14 +46,11 @@ from outcall.reports import CallProgress, CallReporter, RecordedOutcome, Transcr
 from outcall.server_link import HttpServerLink, ServerLink
 from outcall.settings import Settings
 from outcall.stream_auth import StreamTokenError, verify_stream_token
-from outcall.twilio_serializer import CallStreamSerializer, TwilioStreamSocket
 from outcall.values import EndReason, utcnow
 from pipelines.call_tools import KEYPAD, call_tools
 from pipelines.default import SAMPLE_RATE, build_pipeline, google_http_options
 from pipelines.summary import DEFAULT_SUMMARY_PROMPT, summarise_call
-
-GREETING_CHUNK_BYTES = 320  # 40 ms of 8 kHz μ-law per media message, as Pipecat's transport sends
-
+from pipelines.twilio_stream import CallStreamSerializer, TwilioStreamSocket, media_messages
 
 async def bot(runner_args: RunnerArguments):
     """Entry point for Pipecat Cloud and the development runner."""
@@ -89,9 +85,8 @@ async def run_call(runner_args: WebSocketRunnerArguments, settings: Settings, se
 async def play_greeting(websocket: WebSocket, stream_sid: str, ulaw: bytes) -> float:
     """Send the greeting synthesised while the phone rang straight to Twilio, which buffers and
     plays it while the pipeline connects to its speech services. Returns its length in seconds."""
-    for i in range(0, len(ulaw), GREETING_CHUNK_BYTES):
-        payload = base64.b64encode(ulaw[i : i + GREETING_CHUNK_BYTES]).decode()
-        await websocket.send_text(json.dumps({"event": "media", "streamSid": stream_sid, "media": {"payload": payload}}))
+    for message in media_messages(stream_sid, ulaw):
+        await websocket.send_text(message)
     return len(ulaw) / SAMPLE_RATE
 
 

@@ -45,18 +45,16 @@ from outcall.request_body import non_finite_number
 from outcall.dependencies import SettingsDep, StoreDep, bearer_token, require_api_key
 from outcall.settings import Settings
 from outcall.stream_auth import issue_stream_token
-from server_utils import (
+from outcall.twilio_api import (
     TWIML_MAX_CHARS,
-    DialoutRequest,
-    DialoutResponse,
     TwilioCallError,
     create_twilio_client,
-    generate_twiml,
     hangup_twiml,
     make_twilio_call,
     twilio_form,
     twilio_signed_stream,
 )
+from server_utils import DialoutRequest, DialoutResponse, generate_twiml
 
 
 SHUTDOWN_GRACE_SECS = 10  # after the drain, what is still open gets this long before it is cancelled

@@ -19,7 +19,7 @@ from outcall.call_views import CallDetail, CallList, call_detail, call_summary
 from outcall.dependencies import StoreDep, require_api_key, require_report_token, require_twilio
 from outcall.models import FINAL_STATUSES, STATUS_ORDER, CallRecord, EndReason
 from outcall.reports import CallReport
-from server_utils import transfer_twiml, update_twilio_call
+from outcall.twilio_api import transfer_twiml, update_twilio_call
 
 router = APIRouter(prefix="/calls", tags=["calls"], responses=error_responses(400, 401, 404, 409, 429, 502, 503))
 

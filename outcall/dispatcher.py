@@ -33,7 +33,7 @@ from outcall.greetings import GreetingAudio
 from outcall.database import Database, for_update, uninterrupted
 from outcall.models import IN_FLIGHT, FINAL_STATUSES, Campaign, CampaignStatus, CallRecord, Contact, ContactState
 from outcall.settings import Settings
-from server_utils import TwilioCallError, make_twilio_call
+from outcall.twilio_api import TwilioCallError, make_twilio_call
 
 TICK_SECS = 0.25
 BREAKER_WINDOW = 20  # the circuit breaker judges a campaign's last 20 ended calls…

@@ -24,7 +24,7 @@ from twilio.rest import Client as TwilioClient
 
 from outcall.call_store import CallStore
 from outcall.models import FINAL_STATUSES, CallRecord
-from server_utils import TIME_LIMIT_GRACE_SECS, TwilioCallError, fetch_twilio_call, find_twilio_call
+from outcall.twilio_api import TIME_LIMIT_GRACE_SECS, TwilioCallError, fetch_twilio_call, find_twilio_call
 
 RECONCILE_EVERY_SECS = 30
 STALE_AFTER = timedelta(seconds=60)  # longer than any dial can take (Twilio's 15 s timeout, pacing)

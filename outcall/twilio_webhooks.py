@@ -14,7 +14,7 @@ from outcall.api_errors import error_responses
 from outcall.database import utcnow
 from outcall.dependencies import SettingsDep, StoreDep
 from outcall.models import CallRecord, EndReason
-from server_utils import TwilioCallError, hangup_twiml, twilio_form, update_twilio_call
+from outcall.twilio_api import TwilioCallError, hangup_twiml, twilio_form, update_twilio_call
 
 router = APIRouter(prefix="/twilio", tags=["Twilio webhooks"], responses=error_responses(400, 403, 404))
 

@@ -1,7 +1,10 @@
-"""Pipecat's Twilio serializer, taught not to hang up a call that has moved on without the bot,
-and the stream's socket, closed quietly when Twilio closed it first."""
+"""The bot's side of Twilio's Media Streams: Pipecat's serializer, taught not to hang up a call
+that has moved on without the bot; the stream's socket, closed quietly when Twilio closed it
+first; and the raw `media` messages that carry a pre-synthesised greeting."""
 
+import base64
 import json
+from collections.abc import Iterator
 
 from fastapi import WebSocket, WebSocketDisconnect
 from loguru import logger
@@ -63,3 +66,13 @@ class TwilioStreamSocket:
             await self._websocket.close(code, reason)
         except (RuntimeError, OSError, WebSocketDisconnect) as e:  # Twilio closed it first
             logger.debug(f"Stream already closed by Twilio: {type(e).__name__}: {e}")
+
+
+GREETING_CHUNK_BYTES = 320  # 40 ms of 8 kHz μ-law per media message, as Pipecat's transport sends
+
+
+def media_messages(stream_sid: str, ulaw: bytes) -> Iterator[str]:
+    """Audio as Twilio's `media` messages, for sending before the pipeline (and its serializer) runs."""
+    for i in range(0, len(ulaw), GREETING_CHUNK_BYTES):
+        payload = base64.b64encode(ulaw[i : i + GREETING_CHUNK_BYTES]).decode()
+        yield json.dumps({"event": "media", "streamSid": stream_sid, "media": {"payload": payload}})
