@@ -20,7 +20,6 @@ from outcall.models import Campaign, ContactState
 from outcall.phone_numbers import PhoneNumber
 
 router = APIRouter(tags=["campaigns"], dependencies=[Depends(require_api_key)], responses=error_responses(400, 401, 404, 409, 503))
-SPOOL_BYTES = 1 << 20  # an uploaded file beyond this waits on disk, not in memory
 
 
 def _wake_dispatcher(request: Request) -> None:

@@ -93,7 +93,7 @@ class CallEvent(Base):
 class CampaignStatus(StrEnum):
     DRAFT = "draft"  # created; contacts can be imported
     RUNNING = "running"
-    PAUSED = "paused"  # by the operator, or by the circuit breaker (see paused_reason)
+    PAUSED = "paused"  # by the operator, or by the circuit breaker (see status_reason)
     STOPPED = "stopped"  # by the operator; nothing more is dialed
     COMPLETED = "completed"  # every contact done, or the end date passed
 
