@@ -5,15 +5,14 @@
 Routes:
 - POST /dialout                 start a call (API key)
 - POST /twiml                   Twilio asks what to do with the answered call (Twilio signature)
-- GET  /calls/{call_id}/config  a bot on Pipecat Cloud claims its call (stream token)
 - WS   /ws                      Twilio's media stream, when the bot runs in this process
-- /calls…                       call records, hang-up, bot reports (outcall/calls_api.py)
-- /campaigns…, /do-not-call…    campaigns, their contacts, the do-not-call list (outcall/campaigns_api.py)
+- /calls…                       call records, hang-up; the bot's claim and reports (outcall/calls_api.py)
+- /campaigns…                    campaigns and their contacts (outcall/campaigns_api.py)
+- /do-not-call…                 the do-not-call list (outcall/do_not_call_api.py)
 - /twilio/…                     status, answering-machine and recording callbacks (outcall/twilio_webhooks.py)
 - GET  /health
 """
 
-import base64
 import uuid
 from contextlib import asynccontextmanager
 
@@ -27,7 +26,7 @@ from pipecat.runner.types import WebSocketRunnerArguments
 from pydantic import ValidationError
 
 import bot
-from outcall import calls_api, campaigns_api, prompts, twilio_webhooks
+from outcall import calls_api, campaigns_api, do_not_call_api, prompts, twilio_webhooks
 from outcall.api_errors import error_responses
 from outcall.call_events import CallEventDelivery
 from outcall.call_store import CallStore
@@ -37,12 +36,12 @@ from outcall.dispatcher import Dispatcher
 from outcall.do_not_call import DoNotCallList
 from outcall.draining import RETRY_AFTER_SECS, Drain, EndCall, LiveCalls
 from outcall.greetings import GreetingAudio
-from outcall.calls import CallClaimError, CallConfig, render_call_config
+from outcall.calls import CallConfig, render_call_config
 from outcall.database import Database
 from outcall.reconciler import CallReconciler
 from outcall.reports import CallReport
 from outcall.request_body import non_finite_number
-from outcall.dependencies import SettingsDep, StoreDep, bearer_token, require_api_key
+from outcall.dependencies import SettingsDep, StoreDep, require_api_key
 from outcall.settings import Settings
 from outcall.stream_auth import issue_stream_token
 from outcall.twilio_api import (
@@ -102,17 +101,6 @@ def _unprocessable(field: str, message: str) -> HTTPException:
     return HTTPException(422, [{"loc": ["body", field], "msg": message, "type": "value_error"}])
 
 
-def report_ttl_secs(settings: Settings) -> int:
-    """A bot reports until its call ends, and retries a little after."""
-    return settings.max_call_duration_secs + 3600
-
-
-async def with_greeting_audio(config: CallConfig, greetings: GreetingAudio) -> CallConfig:
-    """The claimed config, carrying the greeting's audio if it was synthesised while the phone rang."""
-    audio = await greetings.get(config.greeting) if not config.wait_for_callee else None
-    return config.model_copy(update={"greeting_audio": base64.b64encode(audio).decode() if audio else None})
-
-
 class InProcessServerLink:
     """What a bot running inside this server uses to reach it: the same code, without HTTP."""
 
@@ -122,9 +110,7 @@ class InProcessServerLink:
         self.store: CallStore = app.state.store
 
     async def claim(self, call_id: str, stream_token: str) -> CallConfig:
-        secret = self.settings.secret("stream_secret") or ""
-        config = await self.store.claim(call_id, stream_token, secret, report_ttl_secs(self.settings))
-        return await with_greeting_audio(config, self.app.state.greetings)
+        return await calls_api.claim_call(self.store, self.app.state.greetings, self.settings, call_id, stream_token)
 
     async def report(self, config: CallConfig, report: CallReport) -> None:
         await self.store.apply_report(config.call_id, report)
@@ -203,6 +189,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, han
     app.state.settings = settings
     app.include_router(calls_api.router)
     app.include_router(campaigns_api.router)
+    app.include_router(do_not_call_api.router)
     app.include_router(twilio_webhooks.router)
 
     @app.exception_handler(RequestValidationError)
@@ -281,19 +268,6 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, han
         if len(twiml) > TWIML_MAX_CHARS:
             logger.error(f"TwiML for call {call_id} is {len(twiml)} characters, over Twilio's {TWIML_MAX_CHARS}")
         return Response(twiml, media_type="application/xml")
-
-    @app.get("/calls/{call_id}/config", response_model=CallConfig, responses=error_responses(401, 403, 404, 409))
-    async def call_config(call_id: str, request: Request, settings: SettingsDep, store: StoreDep):
-        token = bearer_token(request)
-        secret = settings.secret("stream_secret")
-        if not token or not secret:
-            raise HTTPException(401, "Send the call's stream token as Authorization: Bearer <token>")
-        try:
-            config = await store.claim(call_id, token, secret, report_ttl_secs(settings))
-        except CallClaimError as e:
-            logger.warning(f"Refused call config for {call_id}: {e.reason}")
-            raise HTTPException(e.status, e.reason)
-        return await with_greeting_audio(config, request.app.state.greetings)
 
     @app.websocket("/ws")
     async def media_stream(websocket: WebSocket):

@@ -4,6 +4,7 @@ Users call the first three with the API key; the call's bot calls `/report` and 
 with the report token it received when it claimed the call.
 """
 
+import base64
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -16,9 +17,12 @@ from twilio.rest import Client as TwilioClient
 from outcall.api_errors import error_responses
 from outcall.call_store import CallStore, decode_cursor
 from outcall.call_views import CallDetail, CallList, call_detail, call_summary
-from outcall.dependencies import StoreDep, require_api_key, require_report_token, require_twilio
+from outcall.calls import CallClaimError, CallConfig
+from outcall.dependencies import SettingsDep, StoreDep, bearer_token, require_api_key, require_report_token, require_twilio
+from outcall.greetings import GreetingAudio
 from outcall.models import FINAL_STATUSES, STATUS_ORDER, CallRecord, EndReason
 from outcall.reports import CallReport
+from outcall.settings import Settings
 from outcall.twilio_api import transfer_twiml, update_twilio_call
 
 router = APIRouter(prefix="/calls", tags=["calls"], responses=error_responses(400, 401, 404, 409, 429, 502, 503))
@@ -94,6 +98,32 @@ async def hang_up(call_id: str, request: Request, store: StoreDep):
         await store.set_end_reason(call_id, EndReason.API_HANGUP)
     logger.info(f"Call {call_id} {'hung up' if answered else 'canceled'} through the API")
     return HangupResponse(call_id=call_id, status="hanging_up" if answered else "canceling")
+
+
+def report_ttl_secs(settings: Settings) -> int:
+    """A bot reports until its call ends, and retries a little after."""
+    return settings.max_call_duration_secs + 3600
+
+
+async def claim_call(store: CallStore, greetings: GreetingAudio, settings: Settings, call_id: str, token: str) -> CallConfig:
+    """The call's config for the one bot whose stream token proves it serves the call, with the
+    greeting's audio if it was synthesised while the phone rang. Raises CallClaimError."""
+    config = await store.claim(call_id, token, settings.secret("stream_secret") or "", report_ttl_secs(settings))
+    audio = await greetings.get(config.greeting) if not config.wait_for_callee else None
+    return config.model_copy(update={"greeting_audio": base64.b64encode(audio).decode() if audio else None})
+
+
+@router.get("/{call_id}/config", response_model=CallConfig, responses=error_responses(403))
+async def call_config(call_id: str, request: Request, settings: SettingsDep, store: StoreDep):
+    """A bot on Pipecat Cloud claims its call with the stream token (`Authorization: Bearer`)."""
+    token = bearer_token(request)
+    if not token or not settings.secret("stream_secret"):
+        raise HTTPException(401, "Send the call's stream token as Authorization: Bearer <token>")
+    try:
+        return await claim_call(store, request.app.state.greetings, settings, call_id, token)
+    except CallClaimError as e:
+        logger.warning(f"Refused call config for {call_id}: {e.reason}")
+        raise HTTPException(e.status, e.reason)
 
 
 @router.post("/{call_id}/report", status_code=204, dependencies=[Depends(require_report_token)])

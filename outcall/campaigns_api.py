@@ -1,5 +1,4 @@
-"""The campaigns API under `/campaigns`, and the do-not-call list under `/do-not-call`; all
-behind the API key."""
+"""The campaigns API under `/campaigns`, behind the API key."""
 
 import tempfile
 from datetime import datetime
@@ -14,10 +13,8 @@ from outcall.campaign_store import CampaignError, CampaignStore
 from outcall.campaigns import CampaignCreate, CampaignList, CampaignSettings, CampaignUpdate, CampaignView
 from outcall.contact_file import ImportRefused, RowError
 from outcall.contact_import import ContactImport
-from outcall.dependencies import CampaignsDep, DoNotCallDep, require_api_key
-from outcall.do_not_call import DoNotCallAdd, DoNotCallEntry
+from outcall.dependencies import CampaignsDep, require_api_key
 from outcall.models import Campaign, ContactState
-from outcall.phone_numbers import PhoneNumber
 
 router = APIRouter(tags=["campaigns"], dependencies=[Depends(require_api_key)], responses=error_responses(400, 401, 404, 409, 503))
 
@@ -171,44 +168,3 @@ async def change_campaign_status(
         raise HTTPException(e.status, e.message)
     _wake_dispatcher(request)
     return _view(campaign)
-
-
-# --- the do-not-call list ------------------------------------------------------------------------
-
-
-class DoNotCallPage(BaseModel):
-    entries: list[DoNotCallEntry]
-    next_after: str | None
-
-
-@router.post("/do-not-call", status_code=204, tags=["do-not-call"])
-async def add_to_do_not_call(body: DoNotCallAdd, do_not_call: DoNotCallDep):
-    """Add numbers; adding one already there changes nothing."""
-    await do_not_call.add(body.phones, body.reason, "api")
-    return Response(status_code=204)
-
-
-@router.get("/do-not-call", response_model=DoNotCallPage, tags=["do-not-call"])
-async def list_do_not_call(
-    do_not_call: DoNotCallDep, after: str | None = Query(None, max_length=20), limit: int = Query(100, ge=1, le=1000)
-):
-    entries = await do_not_call.page(after, limit)
-    return DoNotCallPage(
-        entries=[DoNotCallEntry.model_validate(e, from_attributes=True) for e in entries],
-        next_after=entries[-1].phone if len(entries) == limit else None,
-    )
-
-
-@router.get("/do-not-call/{phone}", response_model=DoNotCallEntry, tags=["do-not-call"])
-async def get_do_not_call(phone: str, do_not_call: DoNotCallDep):
-    entry = await do_not_call.get(phone)
-    if entry is None:
-        raise HTTPException(404, f"{phone} is not on the do-not-call list")
-    return DoNotCallEntry.model_validate(entry, from_attributes=True)
-
-
-@router.delete("/do-not-call/{phone}", status_code=204, tags=["do-not-call"])
-async def remove_from_do_not_call(phone: PhoneNumber, do_not_call: DoNotCallDep):
-    if not await do_not_call.remove(phone):
-        raise HTTPException(404, f"{phone} is not on the do-not-call list")
-    return Response(status_code=204)
