@@ -41,7 +41,7 @@ from outcall.database import Database
 from outcall.reconciler import CallReconciler
 from outcall.reports import CallReport
 from outcall.request_body import non_finite_number
-from outcall.dependencies import SettingsDep, StoreDep, require_api_key
+from outcall.dependencies import SettingsDep, CallStoreDep, require_api_key
 from outcall.settings import Settings
 from outcall.stream_auth import issue_stream_token
 from outcall.twilio_api import (
@@ -107,7 +107,7 @@ class InProcessServerLink:
     def __init__(self, app: FastAPI):
         self.app = app
         self.settings: Settings = app.state.settings
-        self.store: CallStore = app.state.store
+        self.store: CallStore = app.state.call_store
 
     async def claim(self, call_id: str, stream_token: str) -> CallConfig:
         return await calls_api.claim_call(self.store, self.app.state.greetings, self.settings, call_id, stream_token)
@@ -151,7 +151,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, han
                 database, settings.call_events_webhook_url, events_secret, retention_days=settings.call_events_retention_days
             )
             delivery.start()
-        app.state.store = CallStore(
+        app.state.call_store = CallStore(
             database, events_enabled=delivery is not None, on_event=delivery.wake if delivery else lambda: None, clock=clock
         )
         app.state.campaigns = CampaignStore(database, clock)
@@ -160,17 +160,17 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, han
         app.state.greetings = GreetingAudio(settings, settings.greeting_cache_mb * 2**20)
         reconciler = None
         if app.state.twilio:
-            reconciler = CallReconciler(app.state.store, app.state.twilio, settings.max_call_duration_secs)
+            reconciler = CallReconciler(app.state.call_store, app.state.twilio, settings.max_call_duration_secs)
             reconciler.start()
         app.state.dispatcher = None
         if settings.dialer_enabled and app.state.twilio and not calling_not_configured(settings):
             app.state.dispatcher = Dispatcher(
-                database, app.state.store, settings, app.state.twilio, clock, app.state.greetings
+                database, app.state.call_store, settings, app.state.twilio, clock, app.state.greetings
             )
-            app.state.store.on_slot_freed = app.state.dispatcher.wake
+            app.state.call_store.on_slot_freed = app.state.dispatcher.wake
             app.state.dispatcher.start()
         app.state.live_calls = LiveCalls()
-        app.state.drain = Drain(app.state.live_calls, settings.shutdown_drain_secs, app.state.store, app.state.dispatcher)
+        app.state.drain = Drain(app.state.live_calls, settings.shutdown_drain_secs, app.state.call_store, app.state.dispatcher)
         if handle_signals:
             app.state.drain.install()
         yield
@@ -215,7 +215,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, han
         responses=error_responses(400, 401, 409, 429, 502, 503),
         dependencies=[Depends(require_api_key), Depends(require_calling_configured)],
     )
-    async def dialout(body: DialoutRequest, request: Request, settings: SettingsDep, store: StoreDep):
+    async def dialout(body: DialoutRequest, request: Request, settings: SettingsDep, store: CallStoreDep):
         if request.app.state.drain.draining:
             raise HTTPException(
                 503, "This server is shutting down; retry shortly (another instance may take the call)",
@@ -245,7 +245,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, han
         )
 
     @app.post("/twiml", responses=error_responses(400, 403))
-    async def twiml(request: Request, settings: SettingsDep, store: StoreDep, call_id: str = Query("")):
+    async def twiml(request: Request, settings: SettingsDep, store: CallStoreDep, call_id: str = Query("")):
         form = await twilio_form(request, settings)
         call_sid = form.get("CallSid", "")
         config = await store.answered(call_id, call_sid)

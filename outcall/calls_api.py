@@ -18,7 +18,7 @@ from outcall.api_errors import error_responses
 from outcall.call_store import CallStore, decode_cursor
 from outcall.call_views import CallDetail, CallList, call_detail, call_summary
 from outcall.calls import CallClaimError, CallConfig
-from outcall.dependencies import SettingsDep, StoreDep, bearer_token, require_api_key, require_report_token, require_twilio
+from outcall.dependencies import SettingsDep, CallStoreDep, bearer_token, require_api_key, require_report_token, require_twilio
 from outcall.greetings import GreetingAudio
 from outcall.models import FINAL_STATUSES, STATUS_ORDER, CallRecord, EndReason
 from outcall.reports import CallReport
@@ -45,7 +45,7 @@ async def _record(store: CallStore, call_id: str) -> CallRecord:
 
 @router.get("", response_model=CallList, dependencies=[Depends(require_api_key)])
 async def list_calls(
-    store: StoreDep,
+    store: CallStoreDep,
     status: CallStatus | None = None,
     outcome: str | None = Query(None, max_length=32),
     end_reason: EndReason | None = None,
@@ -73,7 +73,7 @@ async def list_calls(
 
 
 @router.get("/{call_id}", response_model=CallDetail, dependencies=[Depends(require_api_key)])
-async def get_call(call_id: str, store: StoreDep):
+async def get_call(call_id: str, store: CallStoreDep):
     """Everything recorded about one call, transcript included."""
     return call_detail(await _record(store, call_id))
 
@@ -84,7 +84,7 @@ class HangupResponse(BaseModel):
 
 
 @router.post("/{call_id}/hangup", response_model=HangupResponse, dependencies=[Depends(require_api_key)])
-async def hang_up(call_id: str, request: Request, store: StoreDep):
+async def hang_up(call_id: str, request: Request, store: CallStoreDep):
     """End a call now: cancel it if nobody has answered yet, else hang up."""
     record = await _record(store, call_id)
     if record.is_final:
@@ -114,7 +114,7 @@ async def claim_call(store: CallStore, greetings: GreetingAudio, settings: Setti
 
 
 @router.get("/{call_id}/config", response_model=CallConfig, responses=error_responses(403))
-async def call_config(call_id: str, request: Request, settings: SettingsDep, store: StoreDep):
+async def call_config(call_id: str, request: Request, settings: SettingsDep, store: CallStoreDep):
     """A bot on Pipecat Cloud claims its call with the stream token (`Authorization: Bearer`)."""
     token = bearer_token(request)
     if not token or not settings.secret("stream_secret"):
@@ -127,7 +127,7 @@ async def call_config(call_id: str, request: Request, settings: SettingsDep, sto
 
 
 @router.post("/{call_id}/report", status_code=204, dependencies=[Depends(require_report_token)])
-async def report(call_id: str, body: CallReport, store: StoreDep):
+async def report(call_id: str, body: CallReport, store: CallStoreDep):
     """The bot's transcript, outcome and summary; applying one twice is harmless."""
     await _record(store, call_id)
     await store.apply_report(call_id, body)
@@ -140,7 +140,7 @@ class TransferResponse(BaseModel):
 
 
 @router.post("/{call_id}/transfer", response_model=TransferResponse, dependencies=[Depends(require_report_token)])
-async def transfer(call_id: str, request: Request, store: StoreDep):
+async def transfer(call_id: str, request: Request, store: CallStoreDep):
     """Hand the live call to a person: Twilio replaces the bot's stream with a `<Dial>`."""
     return await transfer_to_person(store, request.app.state.twilio, call_id)
 

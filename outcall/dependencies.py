@@ -17,8 +17,8 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_store(request: Request) -> CallStore:
-    return request.app.state.store
+def get_call_store(request: Request) -> CallStore:
+    return request.app.state.call_store
 
 
 def get_campaigns(request: Request) -> CampaignStore:
@@ -30,7 +30,7 @@ def get_do_not_call(request: Request) -> DoNotCallList:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-StoreDep = Annotated[CallStore, Depends(get_store)]
+CallStoreDep = Annotated[CallStore, Depends(get_call_store)]
 CampaignsDep = Annotated[CampaignStore, Depends(get_campaigns)]
 DoNotCallDep = Annotated[DoNotCallList, Depends(get_do_not_call)]
 

@@ -12,7 +12,7 @@ from loguru import logger
 
 from outcall.api_errors import error_responses
 from outcall.database import utcnow
-from outcall.dependencies import SettingsDep, StoreDep
+from outcall.dependencies import SettingsDep, CallStoreDep
 from outcall.models import CallRecord, EndReason
 from outcall.twilio_api import TwilioCallError, hangup_twiml, twilio_form, update_twilio_call
 
@@ -37,7 +37,7 @@ def _found(record: CallRecord | None, call_id: str, form: dict[str, str]) -> Cal
 
 
 @router.post("/status", status_code=204)
-async def call_status(request: Request, settings: SettingsDep, store: StoreDep, call_id: str = Query("")):
+async def call_status(request: Request, settings: SettingsDep, store: CallStoreDep, call_id: str = Query("")):
     """Twilio's StatusCallback: initiated, ringing, in-progress, then one final status."""
     form = await twilio_form(request, settings)
     duration = form.get("CallDuration")
@@ -54,7 +54,7 @@ async def call_status(request: Request, settings: SettingsDep, store: StoreDep, 
 
 
 @router.post("/amd", status_code=204)
-async def answering_machine(request: Request, settings: SettingsDep, store: StoreDep, call_id: str = Query("")):
+async def answering_machine(request: Request, settings: SettingsDep, store: CallStoreDep, call_id: str = Query("")):
     """The asynchronous answering-machine verdict; on a machine, hang up or leave the message."""
     form = await twilio_form(request, settings)
     answered_by = form.get("AnsweredBy", "unknown")
@@ -80,7 +80,7 @@ async def answering_machine(request: Request, settings: SettingsDep, store: Stor
 
 
 @router.post("/recording", status_code=204)
-async def recording_status(request: Request, settings: SettingsDep, store: StoreDep, call_id: str = Query("")):
+async def recording_status(request: Request, settings: SettingsDep, store: CallStoreDep, call_id: str = Query("")):
     """The recording's status callback: keep where the finished recording is and how long it runs."""
     form = await twilio_form(request, settings)
     if form.get("RecordingStatus") != "completed":
