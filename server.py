@@ -5,12 +5,12 @@
 Routes:
 - POST /dialout                 start a call (API key)
 - POST /twiml                   Twilio asks what to do with the answered call (Twilio signature)
-- WS   /ws                      Twilio's media stream, when the bot runs in this process
+- WS   /ws                      Twilio's media stream, when the bot runs in this process (Twilio signature + stream token)
 - /calls…                       call records, hang-up; the bot's claim and reports (outcall/calls_api.py)
-- /campaigns…                    campaigns and their contacts (outcall/campaigns_api.py)
+- /campaigns…                   campaigns and their contacts (outcall/campaigns_api.py)
 - /do-not-call…                 the do-not-call list (outcall/do_not_call_api.py)
 - /twilio/…                     status, answering-machine and recording callbacks (outcall/twilio_webhooks.py)
-- GET  /health
+- GET  /health                  200, or 503 while draining for a shutdown (outcall/draining.py)
 """
 
 import uuid
