@@ -56,12 +56,15 @@ class CallStore:
         variables: dict,
         metadata: dict,
         transfer_number: str | None,
+        created_at: datetime,
         campaign_id: str | None = None,
         contact_id: int | None = None,
     ) -> CallRecord:
-        """The record of a call about to be dialed, to be written before Twilio is asked."""
+        """The record of a call about to be dialed, to be written before Twilio is asked.
+        `created_at` comes from the store's clock, the time base reconciliation judges age by."""
         return CallRecord(
             id=config.call_id,
+            created_at=created_at,
             to_number=config.to_number,
             from_number=config.from_number,
             variables=variables,
@@ -79,7 +82,9 @@ class CallStore:
 
     @uninterrupted
     async def create(self, config: CallConfig, *, variables: dict, metadata: dict, transfer_number: str | None) -> CallRecord:
-        record = self.new_record(config, variables=variables, metadata=metadata, transfer_number=transfer_number)
+        record = self.new_record(
+            config, variables=variables, metadata=metadata, transfer_number=transfer_number, created_at=self.clock.now()
+        )
         async with self.database.write() as session:
             session.add(record)
         return record
@@ -247,13 +252,12 @@ class CallStore:
             (await self._locked(session, call_id)).checked_at = self.clock.now()
 
     @uninterrupted
-    async def unreported_calls(self, ended_before: datetime, limit: int = 500) -> list[CallRecord]:
-        """Calls Twilio ended before `ended_before` whose bot never sent its final report."""
+    async def unreported_calls(self, limit: int = 500) -> list[CallRecord]:
+        """Calls Twilio ended whose bot has not (yet) sent its final report."""
         query = (
             select(CallRecord)
             .where(CallRecord.status.in_(FINAL_STATUSES), CallRecord.claimed_at.is_not(None))
             .where(CallRecord.final_report_at.is_(None), CallRecord.ended_event_sent.is_(False))
-            .where(CallRecord.ended_at < ended_before)
             .limit(limit)
         )
         async with self.database.session() as session:

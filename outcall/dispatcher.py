@@ -253,6 +253,7 @@ class Dispatcher:
                 variables=variables,
                 metadata={"campaign_id": campaign.id, "contact_id": contact.id},
                 transfer_number=settings.transfer_number or self.settings.transfer_number,
+                created_at=now,
                 campaign_id=campaign.id,
                 contact_id=contact.id,
             )

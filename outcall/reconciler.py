@@ -8,8 +8,9 @@ is never left open:
 - A call still open a minute after it was placed (or last checked) is looked up at Twilio: an
   ended call gets its final status, a live one is looked at again later, and a dial Twilio
   never received is abandoned (a campaign contact gets its attempt back).
-- A call Twilio ended whose bot sent no final report within BOT_REPORT_GRACE is closed with end
-  reason `bot-lost`, and `call.ended` fires once.
+- A call Twilio ended whose bot sent no final report within BOT_REPORT_GRACE (counted from when
+  this instance first saw it so: Twilio's clock and ours may differ) is closed with end reason
+  `bot-lost`, and `call.ended` fires once.
 - A call Twilio cannot be asked about is closed once it is past its maximum duration plus
   Twilio's own `TimeLimit`, after which Twilio has certainly ended it.
 
@@ -39,6 +40,7 @@ class CallReconciler:
         self.store = store
         self.twilio = twilio
         self.longest_call = timedelta(seconds=max_call_duration_secs + TIME_LIMIT_GRACE_SECS)
+        self._unreported_since: dict[str, datetime] = {}  # call id → when this instance first saw it
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -77,10 +79,14 @@ class CallReconciler:
                     settled += 1
                 else:
                     logger.warning(f"Cannot reconcile call {record.id} yet: {e.message}")
-        for record in await self.store.unreported_calls(ended_before=now - BOT_REPORT_GRACE):
-            logger.warning(f"Call {record.id} ended without its bot's final report; closing it as bot-lost")
-            await self.store.close_without_bot(record.id, "the bot stopped without its final report (process killed?)")
-            settled += 1
+        unreported = {record.id for record in await self.store.unreported_calls()}
+        self._unreported_since = {call_id: self._unreported_since.get(call_id, now) for call_id in unreported}
+        for call_id, since in list(self._unreported_since.items()):
+            if now - since >= BOT_REPORT_GRACE:
+                logger.warning(f"Call {call_id} ended without its bot's final report; closing it as bot-lost")
+                await self.store.close_without_bot(call_id, "the bot stopped without its final report (process killed?)")
+                del self._unreported_since[call_id]
+                settled += 1
         return settled
 
     async def _settle_open_call(self, record: CallRecord, now: datetime) -> bool:
