@@ -37,7 +37,7 @@ from outcall.do_not_call import DoNotCallList
 from outcall.draining import RETRY_AFTER_SECS, Drain, EndCall, LiveCalls
 from outcall.greetings import GreetingAudio
 from outcall.calls import CallConfig, render_call_config
-from outcall.database import Database
+from outcall.database import Database, DatabaseBusy
 from outcall.reconciler import CallReconciler
 from outcall.reports import CallReport
 from outcall.request_body import non_finite_number
@@ -197,6 +197,10 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, han
         """FastAPI's 422, except that an input holding NaN (which JSON cannot carry) is left out."""
         errors = [{k: v for k, v in e.items() if k != "input" or non_finite_number(v) is None} for e in exc.errors()]
         return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
+
+    @app.exception_handler(DatabaseBusy)
+    async def database_busy(request: Request, exc: DatabaseBusy):
+        return JSONResponse(status_code=503, content={"detail": str(exc)}, headers={"Retry-After": "5"})
 
     @app.exception_handler(TwilioCallError)
     async def twilio_call_error(request: Request, exc: TwilioCallError):

@@ -84,7 +84,7 @@ async def test_streams_without_a_valid_token_are_closed_before_any_vendor(vendor
     call = vendors.twilio.calls[placed["call_sid"]]
     await asyncio.wait_for(greeted.wait(), 10)
     call_sid, params = call.sid, dict(call.custom_parameters)
-    vendors_before = (len(vendors.deepgram.connections), vendors.cartesia.connections, len(vendors.gemini.requests))
+    vendors_before = vendor_connections(vendors)
     secret = server.settings.secret("stream_secret")
     fields = dict(call_id=params["call_id"], to_number=CALLEE_NUMBER, from_number=OUR_NUMBER)
     if tamper == "no token":
@@ -99,24 +99,34 @@ async def test_streams_without_a_valid_token_are_closed_before_any_vendor(vendor
         params["to_number"] = "+14155550123"
 
     assert await open_stream(server, call_sid, params) == 1008
-    after = (len(vendors.deepgram.connections), vendors.cartesia.connections, len(vendors.gemini.requests))
+    after = vendor_connections(vendors)
     assert after == vendors_before
     held.set()
     await call.hang_up()
 
 
-async def test_a_token_opens_one_stream_only(vendors, server):
+def vendor_connections(vendors) -> tuple[int, int, int]:
+    """How often the speech and LLM services have been contacted so far."""
+    return len(vendors.deepgram.connections), vendors.cartesia.connections, len(vendors.gemini.requests)
+
+
+async def place_held_call(vendors, server, until=lambda call: call.bot_audio):
+    """A real call, placed and answered, whose callee stays on the line until `held` is set."""
     held = asyncio.Event()
 
     async def callee(call):
-        await call.wait_for_bot_to_speak()
         await held.wait()
 
     vendors.twilio.callee = callee
     placed = (await server.dialout({"to_number": CALLEE_NUMBER})).json()
     call = vendors.twilio.calls[placed["call_sid"]]
-    while not call.bot_audio:
+    while not until(call):
         await asyncio.sleep(0.01)
+    return call, held
+
+
+async def test_a_token_opens_one_stream_only(vendors, server):
+    call, held = await place_held_call(vendors, server)
     # Replaying the very parameters Twilio sent cannot start a second bot.
     assert await open_stream(server, call.sid, call.custom_parameters) == 1008
     held.set()
@@ -133,17 +143,8 @@ async def test_call_config_endpoint_requires_the_stream_token(server):
 @pytest.mark.parametrize("signature", [None, "bm90IGEgc2lnbmF0dXJl", "signed-with-another-token", "signed-for-another-url"])
 async def test_streams_without_twilios_signature_are_refused_at_the_handshake(vendors, server, signature):
     """In-process, the `/ws` handshake must carry Twilio's signature too, even with a valid token."""
-    held = asyncio.Event()
-
-    async def callee(call):
-        await held.wait()
-
-    vendors.twilio.callee = callee
-    placed = (await server.dialout({"to_number": CALLEE_NUMBER})).json()
-    call = vendors.twilio.calls[placed["call_sid"]]
-    while not call.custom_parameters:
-        await asyncio.sleep(0.01)
-    vendors_before = (len(vendors.deepgram.connections), vendors.cartesia.connections, len(vendors.gemini.requests))
+    call, held = await place_held_call(vendors, server, until=lambda call: call.custom_parameters)
+    vendors_before = vendor_connections(vendors)
     if signature == "signed-with-another-token":
         signature = RequestValidator("someone-else").compute_signature(stream_url(server), {})
     elif signature == "signed-for-another-url":
@@ -153,7 +154,7 @@ async def test_streams_without_twilios_signature_are_refused_at_the_handshake(ve
         async with websockets.connect(stream_url(server), additional_headers=headers):
             pass
     assert refused.value.response.status_code == 403
-    after = (len(vendors.deepgram.connections), vendors.cartesia.connections, len(vendors.gemini.requests))
+    after = vendor_connections(vendors)
     assert after == vendors_before
     held.set()
     await call.hang_up()
