@@ -144,7 +144,9 @@ async def measure_latency(kind: str, twilio: TwilioEmulator, fakes: VendorFakes,
             finally:
                 finished.set_result(None)
 
-        await run_calls(server, twilio, 1, lambda call: call.wait_for_bot_to_speak())  # warm-up
+        warm_up = await run_calls(server, twilio, 1, lambda call: call.wait_for_bot_to_speak())
+        await asyncio.sleep(1)
+        await hang_up_all(warm_up)
         calls = await run_calls(server, twilio, concurrency, callee)
         while len(done) < concurrency:
             await asyncio.sleep(0.05)

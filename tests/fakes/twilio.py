@@ -639,7 +639,9 @@ class TwilioEmulator:
         call.stream_started_at = time.monotonic()
         receiving = self._spawn(self._receive(call, ws))
         sending = self._spawn(self._send_media(call, ws))
-        callee = self._spawn(self._run_callee(call)) if self.callee else None
+        # The callee is the one scripted when the call connected, even if a test scripts another
+        # before this task first runs.
+        callee = self._spawn(self._run_callee(call, self.callee)) if self.callee else None
         hangup = asyncio.ensure_future(call._hangup.wait())
         redirect = asyncio.ensure_future(call._redirect.wait())
         await asyncio.wait([receiving, hangup, redirect], return_when=asyncio.FIRST_COMPLETED)
@@ -665,9 +667,9 @@ class TwilioEmulator:
             return urlunsplit(("ws", self.hosts[parts.hostname], parts.path, parts.query, ""))
         return url
 
-    async def _run_callee(self, call: EmulatedCall) -> None:
+    async def _run_callee(self, call: EmulatedCall, callee: Callee) -> None:
         try:
-            await self.callee(call)
+            await callee(call)
         except asyncio.CancelledError:
             raise
         except BaseException as e:  # surfaced to the test through call.callee_error
