@@ -41,7 +41,7 @@ from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPI
 from pipecat.workers.runner import WorkerRunner
 
 from outcall import prompts
-from outcall.calls import CallClaimError, CallConfig, render_call_config
+from outcall.calls import CallClaimError, CallConfig, CallScript, render_call_config
 from outcall.reports import CallProgress, CallReporter, RecordedOutcome, TranscriptTurn
 from outcall.server_link import HttpServerLink, ServerLink
 from outcall.settings import Settings
@@ -127,12 +127,10 @@ def development_runner_config(
     Only the developer's own runner reaches this; variables come from its --runner-body file.
     """
     logger.warning("Development runner: this stream is not authenticated; never expose it in production")
+    script = CallScript(variables=runner_args.body if isinstance(runner_args.body, dict) else {})
     return render_call_config(
-        settings,
-        call_id=call_data.call_id or "dev",
-        to_number=call_data.to_number or "",
+        settings, script, call_id=call_data.call_id or "dev", to_number=call_data.to_number or "",
         from_number=call_data.from_number or "",
-        variables=runner_args.body if isinstance(runner_args.body, dict) else {},
     )
 
 

@@ -81,17 +81,7 @@ def build_call_config(request: DialoutRequest, settings: Settings) -> CallConfig
         raise _unprocessable("from_number", "from_number is required: the server has no TWILIO_PHONE_NUMBER default")
     try:
         return render_call_config(
-            settings,
-            call_id=str(uuid.uuid4()),
-            to_number=request.to_number,
-            from_number=from_number,
-            variables=request.variables,
-            prompt=request.prompt,
-            greeting=request.greeting,
-            wait_for_callee=request.wait_for_callee,
-            voicemail_action=request.voicemail,
-            voicemail_message=request.voicemail_message,
-            transfer_number=request.transfer_number,
+            settings, request, call_id=str(uuid.uuid4()), to_number=request.to_number, from_number=from_number
         )
     except prompts.TemplateError as e:
         raise _unprocessable(e.field, str(e))
@@ -228,16 +218,10 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, han
         config = build_call_config(body, settings)
         if await request.app.state.do_not_call.get(config.to_number):
             raise HTTPException(409, f"{config.to_number} is on the do-not-call list; remove it there to call it")
-        await store.create(
-            config,
-            variables=body.variables,
-            metadata=body.metadata,
-            transfer_number=body.transfer_number or settings.transfer_number,
-        )
-        record = settings.recording if body.record is None else body.record
+        await store.create(config, variables=body.variables, metadata=body.metadata)
         request.app.state.greetings.prepare(config)
         try:
-            call_sid = await make_twilio_call(request.app.state.twilio, settings, config, record=record)
+            call_sid = await make_twilio_call(request.app.state.twilio, settings, config)
         except TwilioCallError as e:
             await store.dial_refused(config.call_id, f"{e.message} (Twilio code {e.twilio_code})")
             logger.warning(f"Dial-out to {config.to_number} failed: {e.message} (Twilio code {e.twilio_code})")

@@ -4,19 +4,17 @@ client, errors and signatures live in `outcall/twilio_api.py`."""
 
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 
-from outcall.calls import CallConfig, VoicemailAction
+from outcall.calls import CallConfig, CallScript
 from outcall.phone_numbers import PhoneNumber
-from outcall.prompts import Variables
-from outcall.request_body import RequestBody
 from outcall.settings import Settings
 from outcall.twilio_api import get_websocket_url
 
 
-class DialoutRequest(RequestBody):
-    """A request to call one person.
+class DialoutRequest(CallScript):
+    """A request to call one person, with the call's script (see `CallScript`).
 
     `variables` personalise the call: they fill the prompt's and greeting's `{placeholders}`
     and are listed to the LLM. `metadata` is yours, kept with the call and never spoken.
@@ -24,25 +22,7 @@ class DialoutRequest(RequestBody):
 
     to_number: PhoneNumber
     from_number: PhoneNumber | None = None
-    variables: Variables = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
-    prompt: str | None = Field(default=None, max_length=20_000)
-    greeting: str | None = Field(default=None, max_length=2_000)
-    wait_for_callee: bool | None = None
-    voicemail: VoicemailAction | None = None
-    voicemail_message: str | None = Field(default=None, max_length=2_000)
-    transfer_number: PhoneNumber | None = None
-    record: bool | None = None
-
-    @field_validator("variables")
-    @classmethod
-    def _variable_names(cls, variables: Variables) -> Variables:
-        bad = [name for name in variables if not name.isidentifier()]
-        if bad:
-            raise ValueError(
-                f"variable names must be plain identifiers like first_name; not {', '.join(map(repr, bad))}"
-            )
-        return variables
 
 
 class DialoutResponse(BaseModel):

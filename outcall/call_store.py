@@ -55,7 +55,6 @@ class CallStore:
         *,
         variables: dict,
         metadata: dict,
-        transfer_number: str | None,
         created_at: datetime,
         campaign_id: str | None = None,
         contact_id: int | None = None,
@@ -73,7 +72,7 @@ class CallStore:
             status="queued",
             timeline=[{"status": "queued", "at": utcnow().isoformat()}],
             voicemail_action=config.voicemail_action,
-            transfer_number=transfer_number,
+            transfer_number=config.transfer_number,
             transcript=[],
             latencies_ms=[],
             campaign_id=campaign_id,
@@ -81,10 +80,8 @@ class CallStore:
         )
 
     @uninterrupted
-    async def create(self, config: CallConfig, *, variables: dict, metadata: dict, transfer_number: str | None) -> CallRecord:
-        record = self.new_record(
-            config, variables=variables, metadata=metadata, transfer_number=transfer_number, created_at=self.clock.now()
-        )
+    async def create(self, config: CallConfig, *, variables: dict, metadata: dict) -> CallRecord:
+        record = self.new_record(config, variables=variables, metadata=metadata, created_at=self.clock.now())
         async with self.database.write() as session:
             session.add(record)
         return record

@@ -1,17 +1,64 @@
-"""What the bot needs to run one call, and where the server keeps it until the call starts."""
+"""A call's script and its rendered config.
+
+`CallScript` is what a user says about a call — in a `/dialout` body or a campaign's settings,
+validated once here. `render_call_config` turns it, with the server's settings as defaults, into
+the `CallConfig` the server keeps with the record and the bot claims when the call connects.
+"""
 
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, field_validator
 
 from outcall import prompts
+from outcall.phone_numbers import PhoneNumber
+from outcall.request_body import RequestBody
 from outcall.settings import Settings
 
 VoicemailAction = Literal["off", "hangup", "leave_message"]
 
 
+class CallScript(RequestBody):
+    """What the agent says and does on a call: the part `/dialout` and a campaign share.
+
+    Every field left out falls back to the server's settings. Templates may use `{placeholders}`
+    filled from `variables` (and, in a campaign, each contact's CSV columns); they are checked
+    for well-formedness here and filled when the call is placed.
+    """
+
+    prompt: str | None = Field(default=None, max_length=20_000)
+    greeting: str | None = Field(default=None, max_length=2_000)
+    variables: prompts.Variables = Field(default_factory=dict)
+    wait_for_callee: bool | None = None
+    voicemail: VoicemailAction | None = None
+    voicemail_message: str | None = Field(default=None, max_length=2_000)
+    transfer_number: PhoneNumber | None = None
+    record: bool | None = Field(default=None, description="record the call's audio; unset: RECORDING")
+
+    @field_validator("variables")
+    @classmethod
+    def _variable_names(cls, variables: prompts.Variables) -> prompts.Variables:
+        bad = [name for name in variables if not name.isidentifier()]
+        if bad:
+            raise ValueError(
+                f"variable names must be plain identifiers like first_name; not {', '.join(map(repr, bad))}"
+            )
+        return variables
+
+    @field_validator("prompt", "greeting", "voicemail_message")
+    @classmethod
+    def _well_formed(cls, template: str | None) -> str | None:
+        if template is not None:
+            prompts.placeholders(template)  # TemplateError is a ValueError: a 422 naming the field
+        return template
+
+    def placeholders(self) -> set[str]:
+        """Placeholder names the script's own templates use."""
+        return {name for t in (self.prompt, self.greeting, self.voicemail_message) if t for name in prompts.placeholders(t)}
+
+
 class CallConfig(BaseModel):
-    """Everything one call's bot needs, rendered by the server at `/dialout`."""
+    """Everything one call needs, rendered by the server when it places the call: what the bot
+    claims, and what the server keeps for Twilio (`transfer_number`, `recording`)."""
 
     call_id: str
     to_number: str
@@ -22,37 +69,32 @@ class CallConfig(BaseModel):
     max_duration_secs: int
     voicemail_action: VoicemailAction = "off"
     voicemail_message: str = ""
-    can_transfer: bool = False
+    transfer_number: str | None = None
+    recording: bool = False
     report_token: str = ""  # issued when the bot claims the call
     greeting_audio: str | None = None  # the greeting, synthesised while the phone rang: base64 8 kHz μ-law
 
+    @property
+    def can_transfer(self) -> bool:
+        return bool(self.transfer_number)
+
 
 def render_call_config(
-    settings: Settings,
-    *,
-    call_id: str,
-    to_number: str,
-    from_number: str,
-    variables: prompts.Variables,
-    prompt: str | None = None,
-    greeting: str | None = None,
-    wait_for_callee: bool | None = None,
-    voicemail_action: VoicemailAction | None = None,
-    voicemail_message: str | None = None,
-    transfer_number: str | None = None,
+    settings: Settings, script: CallScript, *, call_id: str, to_number: str, from_number: str
 ) -> CallConfig:
-    """A call's config with its templates filled: the call's own, else the settings', else the
-    defaults. A TemplateError's `field` names the template at fault."""
+    """A call's config: each of the script's fields, else the server's setting, else the
+    built-in default, with the templates filled. A TemplateError's `field` names the template
+    at fault."""
     templates = {
-        "prompt": prompt or settings.bot_prompt or prompts.DEFAULT_PROMPT,
-        "greeting": greeting or settings.bot_greeting or prompts.DEFAULT_GREETING,
-        "voicemail_message": voicemail_message or settings.voicemail_message or prompts.DEFAULT_VOICEMAIL_MESSAGE,
+        "prompt": script.prompt or settings.bot_prompt or prompts.DEFAULT_PROMPT,
+        "greeting": script.greeting or settings.bot_greeting or prompts.DEFAULT_GREETING,
+        "voicemail_message": script.voicemail_message or settings.voicemail_message or prompts.DEFAULT_VOICEMAIL_MESSAGE,
     }
     rendered = {}
     for field, template in templates.items():
         fill = prompts.system_instruction if field == "prompt" else prompts.render
         try:
-            rendered[field] = fill(template, variables)
+            rendered[field] = fill(template, script.variables)
         except prompts.TemplateError as e:
             raise prompts.TemplateError(f"{field} template: {e}", field=field) from None
     return CallConfig(
@@ -61,11 +103,12 @@ def render_call_config(
         from_number=from_number,
         system_instruction=rendered["prompt"],
         greeting=rendered["greeting"],
-        wait_for_callee=settings.wait_for_callee if wait_for_callee is None else wait_for_callee,
+        wait_for_callee=settings.wait_for_callee if script.wait_for_callee is None else script.wait_for_callee,
         max_duration_secs=settings.max_call_duration_secs,
-        voicemail_action=voicemail_action or settings.voicemail,
+        voicemail_action=script.voicemail or settings.voicemail,
         voicemail_message=rendered["voicemail_message"],
-        can_transfer=bool(transfer_number or settings.transfer_number),
+        transfer_number=script.transfer_number or settings.transfer_number,
+        recording=settings.recording if script.record is None else script.record,
     )
 
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from outcall import prompts
 from outcall.calling_windows import CallingWindows, TimeZoneName, default_windows, outside_legal_hours
-from outcall.calls import VoicemailAction
+from outcall.calls import CallScript
 from outcall.values import EndReason
 from outcall.phone_numbers import PhoneNumber
 from outcall.request_body import RequestBody
@@ -44,20 +44,12 @@ class RetryPolicy(RequestBody):
         }.get(reason)
 
 
-class CampaignSettings(RequestBody):
-    """Everything about how a campaign calls. Templates and variables work as in `/dialout`;
-    each contact's own variables (its CSV columns) override `variables`."""
+class CampaignSettings(CallScript):
+    """Everything about how a campaign calls: its script (as in `/dialout`; each contact's own
+    variables, its CSV columns, override `variables`), numbers, schedule, pace and retries."""
 
     timezone: TimeZoneName = Field(description="IANA zone for contacts whose number does not tell, and for dates")
-    prompt: str | None = Field(default=None, max_length=20_000)
-    greeting: str | None = Field(default=None, max_length=2_000)
-    voicemail_message: str | None = Field(default=None, max_length=2_000)
-    variables: prompts.Variables = Field(default_factory=dict)
     from_numbers: list[PhoneNumber] = Field(default_factory=list, max_length=100, description="used in rotation; empty: TWILIO_PHONE_NUMBER")
-    voicemail: VoicemailAction | None = None
-    transfer_number: PhoneNumber | None = None
-    wait_for_callee: bool | None = None
-    record: bool | None = None
     default_country: str | None = Field(default=None, description="ISO code (US, GB…) for numbers written without +country code")
     start_date: date | None = None
     end_date: date | None = None
@@ -75,13 +67,6 @@ class CampaignSettings(RequestBody):
             raise ValueError(f"unknown country {value!r}: use a two-letter ISO code like US or GB")
         return value.upper() if value else value
 
-    @field_validator("prompt", "greeting", "voicemail_message")
-    @classmethod
-    def _well_formed(cls, template: str | None) -> str | None:
-        if template is not None:
-            prompts.placeholders(template)  # TemplateError is a ValueError: a 422 naming the field
-        return template
-
     @model_validator(mode="after")
     def _consistent(self) -> "CampaignSettings":
         if self.start_date and self.end_date and self.end_date < self.start_date:
@@ -96,9 +81,9 @@ class CampaignSettings(RequestBody):
             raise ValueError("calling_windows has no window on any day, so nobody could be called")
         return self
 
-    def placeholders(self) -> set[str]:
-        """Placeholder names the campaign's own templates use."""
-        return {name for t in (self.prompt, self.greeting, self.voicemail_message) if t for name in prompts.placeholders(t)}
+    def script_for(self, contact_variables: prompts.Variables) -> CallScript:
+        """The script of one contact's call: the campaign's, with the contact's own variables."""
+        return self.model_copy(update={"variables": {**self.variables, **contact_variables}})
 
 
 class CampaignCreate(RequestBody):

@@ -47,7 +47,6 @@ class Dial:
 
     campaign_id: str
     config: CallConfig
-    record: bool
     at: datetime
 
 
@@ -227,20 +226,10 @@ class Dispatcher:
         """Claim the contact: its call record is written and it moves to `dialing`."""
         numbers = settings.from_numbers or [self.settings.twilio_phone_number]
         from_number = numbers[campaign.next_from_index % len(numbers)]
-        variables = {**settings.variables, **contact.variables}
+        script = settings.script_for(contact.variables)
         try:
             config = render_call_config(
-                self.settings,
-                call_id=str(uuid.uuid4()),
-                to_number=contact.phone,
-                from_number=from_number,
-                variables=variables,
-                prompt=settings.prompt,
-                greeting=settings.greeting,
-                wait_for_callee=settings.wait_for_callee,
-                voicemail_action=settings.voicemail,
-                voicemail_message=settings.voicemail_message,
-                transfer_number=settings.transfer_number,
+                self.settings, script, call_id=str(uuid.uuid4()), to_number=contact.phone, from_number=from_number
             )
         except prompts.TemplateError as e:
             logger.warning(f"Contact {contact.id} of campaign {campaign.id} cannot be called: {e}")
@@ -250,9 +239,8 @@ class Dispatcher:
         session.add(
             CallStore.new_record(
                 config,
-                variables=variables,
+                variables=script.variables,
                 metadata={"campaign_id": campaign.id, "contact_id": contact.id},
-                transfer_number=settings.transfer_number or self.settings.transfer_number,
                 created_at=now,
                 campaign_id=campaign.id,
                 contact_id=contact.id,
@@ -260,8 +248,7 @@ class Dispatcher:
         )
         contact.state, contact.current_call_id, contact.updated_at = ContactState.DIALING.value, config.call_id, now
         contact.attempts += 1
-        record = self.settings.recording if settings.record is None else settings.record
-        return Dial(campaign.id, config, record, at)
+        return Dial(campaign.id, config, at)
 
     # --- dialing -------------------------------------------------------------------------------
 
@@ -272,7 +259,7 @@ class Dispatcher:
         if self.greetings:
             self.greetings.prepare(dial.config)
         try:
-            call_sid = await make_twilio_call(self.twilio, self.settings, dial.config, record=dial.record)
+            call_sid = await make_twilio_call(self.twilio, self.settings, dial.config)
         except TwilioCallError as e:
             logger.warning(f"Campaign dial to {dial.config.to_number} refused: {e.message} (Twilio code {e.twilio_code})")
             await self.store.dial_refused(dial.config.call_id, f"{e.message} (Twilio code {e.twilio_code})")

@@ -56,7 +56,7 @@ def twiml_url(settings: Settings, call_id: str) -> str:
     return webhook_url(settings, "/twiml", call_id)
 
 
-async def make_twilio_call(client: TwilioClient, settings: Settings, call: CallConfig, record: bool = False) -> str:
+async def make_twilio_call(client: TwilioClient, settings: Settings, call: CallConfig) -> str:
     """Ask Twilio to place the call; returns its CallSid. Twilio fetches /twiml on answer.
 
     Status callbacks report the call's progress to /twilio/status. With voicemail handling on,
@@ -71,7 +71,7 @@ async def make_twilio_call(client: TwilioClient, settings: Settings, call: CallC
             async_amd_status_callback=webhook_url(settings, "/twilio/amd", call.call_id),
             async_amd_status_callback_method="POST",
         )
-    if record:
+    if call.recording:
         options.update(
             record=True,
             recording_channels="dual",

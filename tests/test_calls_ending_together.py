@@ -52,7 +52,7 @@ async def campaign_call(store: CallStore, campaign_id: str, sid: str) -> str:
                           current_call_id=call.call_id)
         session.add(contact)
         await session.flush()
-        session.add(CallStore.new_record(call, variables={}, metadata={}, transfer_number=None, created_at=utcnow(),
+        session.add(CallStore.new_record(call, variables={}, metadata={}, created_at=utcnow(),
                                          campaign_id=campaign_id, contact_id=contact.id))
     return call.call_id
 

@@ -142,3 +142,25 @@ async def test_campaign_settings_refuse_unknown_fields_at_every_level(server):
 async def test_number_settings_are_validated_at_startup_like_per_call_values(vendors, setting):
     with pytest.raises(ValidationError, match="E.164"):
         make_settings(vendors, free_port(), **{setting: "415 555 2671"})
+
+
+@pytest.mark.parametrize(
+    "script, field, complaint",
+    [
+        ({"variables": {"first name": "Ada"}}, "variables", "identifiers"),
+        ({"prompt": "You are {name!r} {"}, "prompt", "malformed template"),
+        ({"greeting": "Hi {0}"}, "greeting", "placeholder"),
+        ({"voicemail": "shout"}, "voicemail", "'hangup'"),
+        ({"transfer_number": "555"}, "transfer_number", "E.164"),
+        ({"recording": True}, "recording", "Extra inputs"),
+    ],
+)
+async def test_a_call_script_is_validated_alike_in_dialout_and_in_a_campaign(vendors, server, script, field, complaint):
+    dialout = await server.dialout({"to_number": CALLEE_NUMBER, **script})
+    campaign = await server.post("/campaigns", {"name": "n", "settings": {"timezone": "UTC", **script}})
+    for response, where in ((dialout, ["body"]), (campaign, ["body", "settings"])):
+        assert response.status_code == 422, response.text
+        [error] = response.json()["detail"]
+        assert error["loc"][: len(where) + 1] == [*where, field] and complaint in error["msg"], error
+    assert vendors.twilio.calls == {}
+    assert (await server.get("/campaigns")).json()["campaigns"] == []

@@ -48,7 +48,7 @@ def config(call_id: str | None = None) -> CallConfig:
 
 async def placed_call(store: CallStore, sid: str = "CA1") -> str:
     call = config()
-    await store.create(call, variables={"name": "Ada"}, metadata={"crm": 7}, transfer_number=None)
+    await store.create(call, variables={"name": "Ada"}, metadata={"crm": 7})
     await store.dialed(call.call_id, sid)
     return call.call_id
 
