@@ -16,6 +16,9 @@ How a call flows:
    ends the pipeline; the serializer then hangs the call up through Twilio's REST API. A
    callee hang-up ends it at once; a transfer hands the call to Twilio's `<Dial>`.
 7. A one-request summary (and the outcome, if the LLM recorded none), then the final report.
+
+Steps 1–3 are the functions below; from step 4 on, a call is a `CallSession`, whose methods are
+its event handlers, tools and timers, in that order.
 """
 
 import asyncio
@@ -77,9 +80,8 @@ async def run_call(runner_args: WebSocketRunnerArguments, settings: Settings, se
         greeting_secs = await play_greeting(websocket, call_data.stream_id or "", base64.b64decode(config.greeting_audio))
     serializer = create_twilio_serializer(call_data, settings)
     transport = create_twilio_transport(websocket, serializer)
-    await run_bot(
-        transport, serializer, config, settings, server, handle_sigint=runner_args.handle_sigint, greeting_secs=greeting_secs
-    )
+    session = CallSession(transport, serializer, config, settings, server, greeting_secs=greeting_secs)
+    await session.run(handle_sigint=runner_args.handle_sigint)
 
 
 async def play_greeting(websocket: WebSocket, stream_sid: str, ulaw: bytes) -> float:
@@ -157,219 +159,242 @@ def create_twilio_transport(websocket: WebSocket, serializer: CallStreamSerializ
     )
 
 
-async def run_bot(
-    transport: FastAPIWebsocketTransport,
-    serializer: CallStreamSerializer,
-    config: CallConfig,
-    settings: Settings,
-    server: ServerLink,
-    handle_sigint: bool = False,
-    greeting_secs: float | None = None,
-):
-    """Run the conversation. `greeting_secs`: the greeting is already playing, this long."""
-    system_instruction = config.system_instruction
-    if config.wait_for_callee:
-        system_instruction += f'\n\nThe person speaks first. Answer them with this greeting: "{config.greeting}"'
-    call = build_pipeline(transport, settings, system_instruction, call_tools(settings.call_outcomes, config.can_transfer))
-    worker = PipelineWorker(
-        call.pipeline,
-        params=PipelineParams(
-            audio_in_sample_rate=SAMPLE_RATE,
-            audio_out_sample_rate=SAMPLE_RATE,
-            enable_metrics=True,
-        ),
-        idle_timeout_secs=None,  # the callee's silence is handled below, politely
-        # No observers: each one is handed every frame every processor pushes (50 audio
-        # frames a second). RTVI speaks to web clients, not phones; turns are timed by
-        # call.response_timer.
-        enable_rtvi=False,
-        enable_turn_tracking=False,
-    )
-    worker.set_reached_upstream_filter((BotStoppedSpeakingFrame,))
-    log = logger.bind(call_id=config.call_id)
-    progress = CallProgress()
-    reporter = CallReporter(partial(server.report, config), config.call_id)
-    turn_latency: list[float] = []
-    turn_started_at = {"callee": utcnow(), "bot": utcnow()}
-    idle_check_ins = 0
-    callee_spoke = False
-    transfer_requested = False
+class CallSession:
+    """One call's conversation: its pipeline, what has been said and done so far, and the event
+    handlers, tools and timers that decide how the call goes on and how it ends.
 
-    async def say_goodbye(text: str, reason: EndReason):
-        log.info(f"Ending call: {reason}")
-        progress.end(reason)
-        await worker.queue_frames([TTSSpeakFrame(text), EndWorkerFrame(reason=reason.value)])
+    `greeting_secs`: the greeting the server synthesised is already playing, this long.
+    """
 
-    @transport.event_handler("on_client_connected")
-    async def on_client_connected(transport, client):
-        log.info(f"Call {config.call_id} connected to {config.to_number}")
-        if not config.wait_for_callee and greeting_secs is None:
-            await worker.queue_frame(TTSSpeakFrame(config.greeting))
+    def __init__(
+        self,
+        transport: FastAPIWebsocketTransport,
+        serializer: CallStreamSerializer,
+        config: CallConfig,
+        settings: Settings,
+        server: ServerLink,
+        greeting_secs: float | None = None,
+    ):
+        self.config = config
+        self.settings = settings
+        self.server = server
+        self.serializer = serializer
+        self.greeting_secs = greeting_secs
+        self.log = logger.bind(call_id=config.call_id)
+        self.progress = CallProgress()
+        self.reporter = CallReporter(partial(server.report, config), config.call_id)
+        self.turn_latency: list[float] = []  # the response timer's measures, one per bot turn
+        self.callee_turn_started_at = self.bot_turn_started_at = utcnow()
+        self.idle_check_ins = 0
+        self.callee_spoke = False
+        self.transfer_requested = False
 
-    @transport.event_handler("on_client_disconnected")
-    async def on_client_disconnected(transport, client):
-        log.info("Stream closed by Twilio (callee hung up, or the call moved on)")
-        progress.end(EndReason.CALLEE_HUNG_UP)
-        await worker.cancel()
-
-    @call.response_timer.event_handler("on_response_latency")
-    async def on_response_latency(timer, seconds: float):
-        turn_latency.append(seconds)
-
-    @call.user_aggregator.event_handler("on_user_turn_started")
-    async def on_user_turn_started(aggregator, strategy):
-        nonlocal idle_check_ins, callee_spoke
-        idle_check_ins = 0
-        callee_spoke = True
-        turn_started_at["callee"] = utcnow()
-
-    @call.user_aggregator.event_handler("on_user_turn_stopped")
-    async def on_user_turn_stopped(aggregator, strategy, message):
-        log.info(f"callee: {message.content!r}")
-        progress.transcript.append(
-            TranscriptTurn(speaker="callee", text=message.content, started_at=turn_started_at["callee"])
+        self.pipeline = build_pipeline(
+            transport, settings, self._system_instruction(), call_tools(settings.call_outcomes, config.can_transfer)
         )
-        reporter.report_progress(progress.report())
+        self.worker = PipelineWorker(
+            self.pipeline.pipeline,
+            params=PipelineParams(
+                audio_in_sample_rate=SAMPLE_RATE,
+                audio_out_sample_rate=SAMPLE_RATE,
+                enable_metrics=True,
+            ),
+            idle_timeout_secs=None,  # the callee's silence is handled below, politely
+            # No observers: each one is handed every frame every processor pushes (50 audio
+            # frames a second). RTVI speaks to web clients, not phones; turns are timed by
+            # the pipeline's response timer.
+            enable_rtvi=False,
+            enable_turn_tracking=False,
+        )
+        self.worker.set_reached_upstream_filter((BotStoppedSpeakingFrame,))
 
-    @call.assistant_aggregator.event_handler("on_assistant_turn_started")
-    async def on_assistant_turn_started(aggregator):
-        turn_started_at["bot"] = utcnow()
+        transport.add_event_handler("on_client_connected", self.on_client_connected)
+        transport.add_event_handler("on_client_disconnected", self.on_client_disconnected)
+        self.pipeline.user_aggregator.add_event_handler("on_user_turn_started", self.on_user_turn_started)
+        self.pipeline.user_aggregator.add_event_handler("on_user_turn_stopped", self.on_user_turn_stopped)
+        self.pipeline.user_aggregator.add_event_handler("on_user_turn_idle", self.on_user_turn_idle)
+        self.pipeline.response_timer.add_event_handler("on_response_latency", self.on_response_latency)
+        self.pipeline.assistant_aggregator.add_event_handler("on_assistant_turn_started", self.on_assistant_turn_started)
+        self.pipeline.assistant_aggregator.add_event_handler("on_assistant_turn_stopped", self.on_assistant_turn_stopped)
+        self.worker.add_event_handler("on_frame_reached_upstream", self.on_frame_reached_upstream)
+        for tool in (self.end_call, self.record_outcome, self.press_keys, self.transfer_call):
+            self.pipeline.llm.register_function(tool.__name__, tool)
 
-    @call.assistant_aggregator.event_handler("on_assistant_turn_stopped")
-    async def on_assistant_turn_stopped(aggregator, message):
-        latency_ms = round(turn_latency.pop() * 1000) if turn_latency else None
+    def _system_instruction(self) -> str:
+        if not self.config.wait_for_callee:
+            return self.config.system_instruction
+        return f'{self.config.system_instruction}\n\nThe person speaks first. Answer them with this greeting: "{self.config.greeting}"'
+
+    async def run(self, handle_sigint: bool = False) -> None:
+        """Talk until the call ends, then summarise it and send the final report."""
+        self.server.call_started(self.config.call_id, self.end_for_shutdown)
+        timers = [asyncio.create_task(self.enforce_time_limit())]
+        if self.greeting_secs is not None:
+            self.pipeline.context.add_message({"role": "assistant", "content": self.config.greeting})
+            self.progress.transcript.append(TranscriptTurn(speaker="bot", text=self.config.greeting, started_at=utcnow()))
+            self.reporter.report_progress(self.progress.report())
+            timers.append(asyncio.create_task(self.check_in_after_greeting()))
+        try:
+            runner = WorkerRunner(handle_sigint=handle_sigint)
+            await runner.add_workers(self.worker)
+            await runner.run()
+        except Exception:
+            self.progress.end(EndReason.ERROR)
+            self.log.exception("The call's pipeline failed")
+        finally:
+            for task in timers:
+                task.cancel()
+            try:
+                await self.finish()
+            finally:
+                self.server.call_finished(self.config.call_id)
+        self.log.info(f"Call {self.config.call_id} finished ({self.progress.end_reason})")
+
+    # --- the stream ---------------------------------------------------------------------------
+
+    async def on_client_connected(self, transport, client):
+        self.log.info(f"Call {self.config.call_id} connected to {self.config.to_number}")
+        if not self.config.wait_for_callee and self.greeting_secs is None:
+            await self.worker.queue_frame(TTSSpeakFrame(self.config.greeting))
+
+    async def on_client_disconnected(self, transport, client):
+        self.log.info("Stream closed by Twilio (callee hung up, or the call moved on)")
+        self.progress.end(EndReason.CALLEE_HUNG_UP)
+        await self.worker.cancel()
+
+    # --- turns: the transcript, reported as it grows ------------------------------------------
+
+    async def on_user_turn_started(self, aggregator, strategy):
+        self.idle_check_ins = 0
+        self.callee_spoke = True
+        self.callee_turn_started_at = utcnow()
+
+    async def on_user_turn_stopped(self, aggregator, strategy, message):
+        self.log.info(f"callee: {message.content!r}")
+        self.progress.transcript.append(
+            TranscriptTurn(speaker="callee", text=message.content, started_at=self.callee_turn_started_at)
+        )
+        self.reporter.report_progress(self.progress.report())
+
+    async def on_response_latency(self, timer, seconds: float):
+        self.turn_latency.append(seconds)
+
+    async def on_assistant_turn_started(self, aggregator):
+        self.bot_turn_started_at = utcnow()
+
+    async def on_assistant_turn_stopped(self, aggregator, message):
+        latency_ms = round(self.turn_latency.pop() * 1000) if self.turn_latency else None
         measured = f" (responded in {latency_ms} ms)" if latency_ms is not None else ""
         interrupted = " [interrupted]" if message.interrupted else ""
-        log.info(f"bot: {message.content!r}{interrupted}{measured}")
+        self.log.info(f"bot: {message.content!r}{interrupted}{measured}")
         if message.content:
-            progress.transcript.append(
+            self.progress.transcript.append(
                 TranscriptTurn(
                     speaker="bot",
                     text=message.content,
-                    started_at=turn_started_at["bot"],
+                    started_at=self.bot_turn_started_at,
                     latency_ms=latency_ms,
                     interrupted=message.interrupted,
                 )
             )
-            reporter.report_progress(progress.report())
+            self.reporter.report_progress(self.progress.report())
 
-    @call.user_aggregator.event_handler("on_user_turn_idle")
-    async def on_user_turn_idle(aggregator):
-        nonlocal idle_check_ins
-        idle_check_ins += 1
-        if idle_check_ins == 1:
-            await worker.queue_frame(TTSSpeakFrame(prompts.CHECK_IN))
-        elif idle_check_ins == 2:
-            await say_goodbye(prompts.IDLE_GOODBYE, EndReason.IDLE_TIMEOUT)
+    # --- silence: check in once, then say goodbye ---------------------------------------------
 
-    async def end_call(params: FunctionCallParams):
+    async def on_user_turn_idle(self, aggregator):
+        self.idle_check_ins += 1
+        if self.idle_check_ins == 1:
+            await self.worker.queue_frame(TTSSpeakFrame(prompts.CHECK_IN))
+        elif self.idle_check_ins == 2:
+            await self.say_goodbye(prompts.IDLE_GOODBYE, EndReason.IDLE_TIMEOUT)
+
+    async def check_in_after_greeting(self):
+        # Pipecat's idle timer starts when the bot stops speaking; it never saw this greeting.
+        await asyncio.sleep(self.greeting_secs + self.settings.idle_timeout_secs)
+        if not self.callee_spoke:
+            await self.on_user_turn_idle(self.pipeline.user_aggregator)
+
+    # --- the LLM's tools (schemas in pipelines/call_tools.py) ---------------------------------
+
+    async def end_call(self, params: FunctionCallParams):
         reason = params.arguments.get("reason", "conversation finished")
         await params.result_callback({"ended": True}, properties=FunctionCallResultProperties(run_llm=False))
-        log.info(f"Ending call: LLM called end_call ({reason})")
-        progress.end(EndReason.BOT_ENDED)
+        self.log.info(f"Ending call: LLM called end_call ({reason})")
+        self.progress.end(EndReason.BOT_ENDED)
         await params.llm.push_frame(EndWorkerFrame(reason=f"end_call: {reason}"))
 
-    async def record_outcome(params: FunctionCallParams):
+    async def record_outcome(self, params: FunctionCallParams):
         outcome = params.arguments.get("outcome")
-        if outcome not in settings.call_outcomes:
-            await params.result_callback({"error": f"outcome must be one of {', '.join(settings.call_outcomes)}"})
+        if outcome not in self.settings.call_outcomes:
+            await params.result_callback({"error": f"outcome must be one of {', '.join(self.settings.call_outcomes)}"})
             return
-        progress.outcome = RecordedOutcome(
+        self.progress.outcome = RecordedOutcome(
             outcome=outcome,
             notes=str(params.arguments.get("notes", ""))[:2000],
             callback_time=str(params.arguments["callback_time"])[:64] if params.arguments.get("callback_time") else None,
         )
-        log.info(f"Outcome: {outcome}")
-        reporter.report_progress(progress.report())
+        self.log.info(f"Outcome: {outcome}")
+        self.reporter.report_progress(self.progress.report())
         await params.result_callback({"recorded": outcome})
 
-    async def press_keys(params: FunctionCallParams):
+    async def press_keys(self, params: FunctionCallParams):
         keys = "".join(k for k in str(params.arguments.get("keys", "")) if k in KEYPAD)
         if not keys:
             await params.result_callback({"error": "keys must be digits, * or #"})
             return
-        log.info(f"Pressing keys {keys}")
-        progress.transcript.append(TranscriptTurn(speaker="bot", text=f"[pressed {keys}]", started_at=utcnow()))
+        self.log.info(f"Pressing keys {keys}")
+        self.progress.transcript.append(TranscriptTurn(speaker="bot", text=f"[pressed {keys}]", started_at=utcnow()))
         await params.llm.push_frame(OutputDTMFFrame.from_string(keys))
         await params.result_callback({"pressed": keys}, properties=FunctionCallResultProperties(run_llm=False))
 
-    async def transfer_call(params: FunctionCallParams):
-        nonlocal transfer_requested
+    async def transfer_call(self, params: FunctionCallParams):
         await params.result_callback({"transferring": True}, properties=FunctionCallResultProperties(run_llm=False))
-        log.info("Transferring the call once the handoff line has played")
-        transfer_requested = True
+        self.log.info("Transferring the call once the handoff line has played")
+        self.transfer_requested = True
         await params.llm.push_frame(TTSSpeakFrame(prompts.TRANSFER_LINE))
 
-    @worker.event_handler("on_frame_reached_upstream")
-    async def on_frame_reached_upstream(worker, frame):
-        nonlocal transfer_requested
-        if isinstance(frame, BotStoppedSpeakingFrame) and transfer_requested:
-            transfer_requested = False
-            serializer.release_call()
-            if await server.transfer(config):
-                progress.end(EndReason.TRANSFERRED)
+    async def on_frame_reached_upstream(self, worker, frame):
+        """The handoff line has been spoken: ask the server to hand the call to a person."""
+        if isinstance(frame, BotStoppedSpeakingFrame) and self.transfer_requested:
+            self.transfer_requested = False
+            self.serializer.release_call()
+            if await self.server.transfer(self.config):
+                self.progress.end(EndReason.TRANSFERRED)
             else:
-                serializer.call_released = False
-                await say_goodbye(prompts.TRANSFER_FAILED, EndReason.ERROR)
+                self.serializer.keep_call()
+                await self.say_goodbye(prompts.TRANSFER_FAILED, EndReason.ERROR)
 
-    call.llm.register_function("end_call", end_call)
-    call.llm.register_function("record_outcome", record_outcome)
-    call.llm.register_function("press_keys", press_keys)
-    call.llm.register_function("transfer_call", transfer_call)
+    # --- endings ------------------------------------------------------------------------------
 
-    async def enforce_time_limit():
-        await asyncio.sleep(config.max_duration_secs)
-        await say_goodbye(prompts.MAX_DURATION_GOODBYE, EndReason.MAX_DURATION)
+    async def enforce_time_limit(self):
+        await asyncio.sleep(self.config.max_duration_secs)
+        await self.say_goodbye(prompts.MAX_DURATION_GOODBYE, EndReason.MAX_DURATION)
 
-    async def check_in_after_greeting():
-        # Pipecat's idle timer starts when the bot stops speaking; it never saw this greeting.
-        await asyncio.sleep(greeting_secs + settings.idle_timeout_secs)
-        if not callee_spoke:
-            await on_user_turn_idle(call.user_aggregator)
+    async def end_for_shutdown(self):
+        """The server is draining for a restart."""
+        await self.say_goodbye(prompts.SHUTDOWN_GOODBYE, EndReason.SERVER_SHUTDOWN)
 
-    async def end_for_shutdown():
-        await say_goodbye(prompts.SHUTDOWN_GOODBYE, EndReason.SERVER_SHUTDOWN)
+    async def say_goodbye(self, text: str, reason: EndReason):
+        self.log.info(f"Ending call: {reason}")
+        self.progress.end(reason)
+        await self.worker.queue_frames([TTSSpeakFrame(text), EndWorkerFrame(reason=reason.value)])
 
-    server.call_started(config.call_id, end_for_shutdown)
-    background = [asyncio.create_task(enforce_time_limit())]
-    if greeting_secs is not None:
-        call.context.add_message({"role": "assistant", "content": config.greeting})
-        progress.transcript.append(TranscriptTurn(speaker="bot", text=config.greeting, started_at=utcnow()))
-        reporter.report_progress(progress.report())
-        background.append(asyncio.create_task(check_in_after_greeting()))
-    try:
-        runner = WorkerRunner(handle_sigint=handle_sigint)
-        await runner.add_workers(worker)
-        await runner.run()
-    except Exception:
-        progress.end(EndReason.ERROR)
-        log.exception("The call's pipeline failed")
-    finally:
-        for task in background:
-            task.cancel()
-        try:
-            await finish_call(progress, reporter, settings)
-        finally:
-            server.call_finished(config.call_id)
-    log.info(f"Call {config.call_id} finished ({progress.end_reason})")
-
-
-async def finish_call(progress: CallProgress, reporter: CallReporter, settings: Settings):
-    """Summarise the conversation (and find its outcome, if none was recorded), then report it."""
-    api_key = settings.secret("google_api_key")
-    if progress.had_conversation() and api_key:
-        client = genai.Client(api_key=api_key, http_options=google_http_options(settings))
-        summary, outcome = await summarise_call(
-            client,
-            settings.google_model,
-            settings.summary_prompt or DEFAULT_SUMMARY_PROMPT,
-            settings.call_outcomes,
-            progress.transcript_text(),
-            need_outcome=progress.outcome is None,
-        )
-        progress.summary = summary
-        progress.outcome = progress.outcome or outcome
-    await reporter.report_final(progress.report())
+    async def finish(self):
+        """Summarise the conversation (and find its outcome, if none was recorded), then report it."""
+        api_key = self.settings.secret("google_api_key")
+        if self.progress.had_conversation() and api_key:
+            client = genai.Client(api_key=api_key, http_options=google_http_options(self.settings))
+            summary, outcome = await summarise_call(
+                client,
+                self.settings.google_model,
+                self.settings.summary_prompt or DEFAULT_SUMMARY_PROMPT,
+                self.settings.call_outcomes,
+                self.progress.transcript_text(),
+                need_outcome=self.progress.outcome is None,
+            )
+            self.progress.summary = summary
+            self.progress.outcome = self.progress.outcome or outcome
+        await self.reporter.report_final(self.progress.report())
 
 
 def configure_logging(settings: Settings):

@@ -35,16 +35,16 @@ class DialoutResponse(BaseModel):
     call_id: str
 
 
-def generate_twiml(settings: Settings, call: CallConfig, stream_token: str) -> str:
+def generate_twiml(settings: Settings, config: CallConfig, stream_token: str) -> str:
     """TwiML that connects the answered call to the bot; small, and authenticated by the token.
 
     Only identifiers travel here; the prompt and variables reach the bot through the
     authenticated call config, so nothing the socket says can decide what the bot says.
     """
     stream = Stream(url=get_websocket_url(settings))
-    stream.parameter(name="call_id", value=call.call_id)
-    stream.parameter(name="to_number", value=call.to_number)
-    stream.parameter(name="from_number", value=call.from_number)
+    stream.parameter(name="call_id", value=config.call_id)
+    stream.parameter(name="to_number", value=config.to_number)
+    stream.parameter(name="from_number", value=config.from_number)
     stream.parameter(name="stream_token", value=stream_token)
     if settings.is_production:
         stream.parameter(

@@ -30,6 +30,13 @@ UNANSWERED_END_REASONS = {
 }
 
 
+class UnknownCall(LookupError):
+    """No call record has this id."""
+
+    def __init__(self, call_id: str):
+        super().__init__(f"no call {call_id}")
+
+
 class CallStore:
     """All reads and writes of call records."""
 
@@ -335,7 +342,7 @@ class CallStore:
         query = for_update(session, select(CallRecord).where(CallRecord.id == call_id))
         record = (await session.execute(query)).scalar_one_or_none()
         if record is None:
-            raise CallClaimError(404, f"no call {call_id}")
+            raise UnknownCall(call_id)
         return record
 
     async def _locked_for_twilio(self, session: AsyncSession, call_id: str, call_sid: str) -> CallRecord | None:
@@ -345,7 +352,7 @@ class CallStore:
         """
         try:
             record = await self._locked(session, call_id)
-        except CallClaimError:
+        except UnknownCall:
             return None
         if record.call_sid is None:
             record.call_sid = call_sid

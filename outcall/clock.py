@@ -1,4 +1,5 @@
-"""Time for the dialer, injected so tests can move it: windows, retries and caps without sleeping."""
+"""Time for the dialer, the call store and reconciliation, injected so tests can move it: windows,
+retries, caps and stale calls without sleeping."""
 
 from datetime import UTC, datetime
 from typing import Protocol

@@ -91,19 +91,19 @@ class CallReconciler:
 
     async def _settle_open_call(self, record: CallRecord, now: datetime) -> bool:
         if record.call_sid:
-            call = await fetch_twilio_call(self.twilio, record.call_sid)
+            twilio_call = await fetch_twilio_call(self.twilio, record.call_sid)
         else:
-            call = await find_twilio_call(self.twilio, record.to_number, record.from_number, record.created_at)
-            if call is None:
+            twilio_call = await find_twilio_call(self.twilio, record.to_number, record.from_number, record.created_at)
+            if twilio_call is None:
                 logger.warning(f"Call {record.id} never reached Twilio (the server stopped mid-dial)")
                 await self.store.dial_abandoned(record.id, "the server stopped before Twilio received the dial")
                 return True
-            await self.store.dialed(record.id, call.sid)
-        status = str(call.status)
+            await self.store.dialed(record.id, twilio_call.sid)
+        status = str(twilio_call.status)
         if status not in FINAL_STATUSES:
             await self.store.checked(record.id)
             return False
-        duration = int(call.duration) if call.duration else None
-        await self.store.apply_status(record.id, call.sid, status, call.end_time or now, duration)
+        duration = int(twilio_call.duration) if twilio_call.duration else None
+        await self.store.apply_status(record.id, twilio_call.sid, status, twilio_call.end_time or now, duration)
         logger.info(f"Reconciled call {record.id}: Twilio says {status}")
         return True

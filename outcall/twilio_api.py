@@ -56,7 +56,7 @@ def twiml_url(settings: Settings, call_id: str) -> str:
     return webhook_url(settings, "/twiml", call_id)
 
 
-async def make_twilio_call(client: TwilioClient, settings: Settings, call: CallConfig) -> str:
+async def make_twilio_call(client: TwilioClient, settings: Settings, config: CallConfig) -> str:
     """Ask Twilio to place the call; returns its CallSid. Twilio fetches /twiml on answer.
 
     Status callbacks report the call's progress to /twilio/status. With voicemail handling on,
@@ -64,32 +64,32 @@ async def make_twilio_call(client: TwilioClient, settings: Settings, call: CallC
     is never kept waiting) and reports to /twilio/amd when a machine's greeting ends.
     """
     options: dict[str, Any] = {}
-    if call.voicemail_action != "off":
+    if config.voicemail_action != "off":
         options.update(
             machine_detection="DetectMessageEnd",
             async_amd="true",
-            async_amd_status_callback=webhook_url(settings, "/twilio/amd", call.call_id),
+            async_amd_status_callback=webhook_url(settings, "/twilio/amd", config.call_id),
             async_amd_status_callback_method="POST",
         )
-    if call.recording:
+    if config.recording:
         options.update(
             record=True,
             recording_channels="dual",
-            recording_status_callback=webhook_url(settings, "/twilio/recording", call.call_id),
+            recording_status_callback=webhook_url(settings, "/twilio/recording", config.call_id),
             recording_status_callback_event=["completed"],
             recording_status_callback_method="POST",
         )
     try:
         twilio_call = await client.calls.create_async(
-            to=call.to_number,
-            from_=call.from_number,
-            url=twiml_url(settings, call.call_id),
+            to=config.to_number,
+            from_=config.from_number,
+            url=twiml_url(settings, config.call_id),
             method="POST",
-            status_callback=webhook_url(settings, "/twilio/status", call.call_id),
+            status_callback=webhook_url(settings, "/twilio/status", config.call_id),
             status_callback_event=["initiated", "ringing", "answered", "completed"],
             status_callback_method="POST",
             # Twilio's own hard stop, a little after the bot's polite one.
-            time_limit=call.max_duration_secs + TIME_LIMIT_GRACE_SECS,
+            time_limit=config.max_duration_secs + TIME_LIMIT_GRACE_SECS,
             **options,
         )
     except TwilioRestException as e:

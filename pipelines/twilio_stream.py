@@ -29,6 +29,10 @@ class CallStreamSerializer(TwilioFrameSerializer):
         """The call is being handed on: ending the bot must not end the call."""
         self.call_released = True
 
+    def keep_call(self) -> None:
+        """The hand-off failed: ending the bot hangs the call up again."""
+        self.call_released = False
+
     async def deserialize(self, data: str | bytes) -> Frame | None:
         frame = await super().deserialize(data)
         if frame is None and b'"stop"' in (data if isinstance(data, bytes) else data.encode()):
