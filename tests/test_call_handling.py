@@ -91,6 +91,26 @@ async def test_transfer_hands_the_call_to_a_person_after_the_handoff_line(vendor
     assert "transfer_call" in tools
 
 
+async def test_a_transfer_twilio_refuses_ends_the_call_with_an_apology(vendors, server):
+    async def callee(call):
+        await call.wait_for_bot_to_speak()
+        await call.say(speech("yes_this_is_ada"))
+
+    vendors.twilio.callee = callee
+    vendors.twilio.redirect_errors = [(503, 20503, "Service Unavailable")]
+    vendors.gemini.respond = lambda request: [{"functionCall": {"name": "transfer_call", "args": {}}}]
+    vendors.deepgram.transcripts = ["can I talk to a person"]
+    response = await server.dialout({"to_number": CALLEE_NUMBER, "transfer_number": HUMAN_DESK})
+    call = vendors.twilio.calls[response.json()["call_sid"]]
+    await call.settled()
+
+    assert call.dialed == [] and vendors.cartesia.spoken_text().endswith(prompts.TRANSFER_FAILED)
+    # The refused redirect, then the bot's own REST hang-up once the apology has played.
+    assert "<Dial" in call.updates[0]["Twiml"] and call.updates[1:] == [{"Status": "completed"}]
+    record = await server.record(response.json()["call_id"], until=lambda r: r["end_reason"] and r["summary"])
+    assert record["end_reason"] == "error"
+
+
 async def test_without_a_transfer_number_the_llm_is_not_offered_a_transfer(vendors, server):
     async def callee(call):
         await call.wait_for_bot_to_speak()

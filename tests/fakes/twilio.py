@@ -285,6 +285,8 @@ class TwilioEmulator:
         self.callback_delays: dict[str, float] = {}  # CallStatus → extra seconds before delivery
         self.duplicate_callbacks = False  # deliver every status callback twice
         self.lost_callbacks: set[str] = set()  # CallStatus values whose callback never gets through
+        # Errors Twilio answers the next requests for new TwiML with, in order: (HTTP status, code, message).
+        self.redirect_errors: list[tuple[int, int, str]] = []
         # Name resolution for stream hosts, like /etc/hosts: {"api.pipecat.daily.co": "127.0.0.1:8123"}.
         # A mapped wss:// URL is opened as plain ws:// on the local address.
         self.hosts: dict[str, str] = {}
@@ -427,6 +429,8 @@ class TwilioEmulator:
         if "Twiml" in form or "Url" in form:
             if call.status != "in-progress":
                 return _error(400, 21220, "Call is not in-progress. Cannot redirect.")
+            if self.redirect_errors:
+                return _error(*self.redirect_errors.pop(0))
             if "Url" in form:
                 return _error(400, 21205, "The emulator runs inline Twiml only")
             try:
