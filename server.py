@@ -19,7 +19,9 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, WebSocket
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
+from fastapi.staticfiles import StaticFiles
 from fastapi.responses import JSONResponse, Response
 from loguru import logger
 from pipecat.runner.types import WebSocketRunnerArguments
@@ -30,6 +32,10 @@ from outcall import calls_api, campaigns_api, do_not_call_api, prompts, twilio_w
 from outcall.api_errors import error_responses
 from outcall.call_events import CallEventDelivery
 from outcall.call_store import CallStore
+from outcall.dashboard import pages as console_pages
+from outcall.dashboard.feed import CallFeed
+from outcall.dashboard.headers import SecurityHeaders
+from outcall.dashboard.sessions import ConsoleSessions
 from outcall.campaign_store import CampaignStore
 from outcall.clock import Clock, SystemClock
 from outcall.dispatcher import Dispatcher
@@ -160,10 +166,14 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, han
             app.state.call_store.on_slot_freed = app.state.dispatcher.wake
             app.state.dispatcher.start()
         app.state.live_calls = LiveCalls()
+        app.state.console_sessions = ConsoleSessions(settings)
+        app.state.call_feed = CallFeed(app.state.call_store)
         app.state.drain = Drain(app.state.live_calls, settings.shutdown_drain_secs, app.state.call_store, app.state.dispatcher)
+        app.state.drain.before_exit = app.state.call_feed.close  # live pages let go, so uvicorn need not wait
         if handle_signals:
             app.state.drain.install()
         yield
+        await app.state.call_feed.close()
         if app.state.dispatcher:
             await app.state.dispatcher.stop()
         if reconciler:
@@ -181,6 +191,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, han
     app.include_router(campaigns_api.router)
     app.include_router(do_not_call_api.router)
     app.include_router(twilio_webhooks.router)
+    app.include_router(console_pages.router)
+    app.mount("/console/static", StaticFiles(directory=console_pages.HERE / "static"), name="console-static")
+    app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
@@ -188,12 +201,20 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, han
         errors = [{k: v for k, v in e.items() if k != "input" or non_finite_number(v) is None} for e in exc.errors()]
         return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
 
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        if console_pages.wants_page(request, exc.status_code):
+            return console_pages.error_page(request, exc.status_code, exc.detail)
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(DatabaseBusy)
     async def database_busy(request: Request, exc: DatabaseBusy):
         return JSONResponse(status_code=503, content={"detail": str(exc)}, headers={"Retry-After": "5"})
 
     @app.exception_handler(TwilioCallError)
     async def twilio_call_error(request: Request, exc: TwilioCallError):
+        if console_pages.wants_page(request, exc.http_status):
+            return console_pages.error_page(request, exc.http_status, exc.message)
         return JSONResponse(status_code=exc.http_status, content=exc.body())
 
     @app.get("/health", responses=error_responses(503))

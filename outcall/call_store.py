@@ -6,17 +6,21 @@ nothing, a final status is never replaced, a report older than the last one appl
 and the end reason is set once, by whoever knows it first.
 """
 
+from __future__ import annotations
+
 import base64
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Select, and_, event, or_, select, update
+from sqlalchemy import Select, and_, case, event, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outcall.call_events import add_event
 from outcall.calls import CallClaimError, CallConfig
 from outcall.clock import Clock, SystemClock
-from outcall.contact_calls import follow_call
+from outcall.contact_calls import DO_NOT_CALL_OUTCOME, follow_call
+from outcall.do_not_call import add_numbers
 from outcall.database import Database, for_update, uninterrupted, utcnow
 from outcall.models import FINAL_STATUSES, STATUS_ORDER, CallRecord, EndReason, status_rank
 from outcall.reports import CallReport
@@ -28,6 +32,46 @@ UNANSWERED_END_REASONS = {
     "failed": EndReason.FAILED,
     "canceled": EndReason.CANCELED,
 }
+
+
+@dataclass(frozen=True)
+class CallFilter:
+    """Which calls a list or an export shows; every field left as None matches all."""
+
+    status: str | None = None
+    outcome: str | None = None
+    end_reason: str | None = None
+    campaign_id: str | None = None
+    number: str | None = None  # the number called
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+    def apply(self, query: Select) -> Select:
+        for column, value in (
+            (CallRecord.status, self.status),
+            (CallRecord.outcome, self.outcome),
+            (CallRecord.end_reason, self.end_reason),
+            (CallRecord.campaign_id, self.campaign_id),
+            (CallRecord.to_number, self.number),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if self.created_after:
+            query = query.where(CallRecord.created_at >= self.created_after)
+        if self.created_before:
+            query = query.where(CallRecord.created_at < self.created_before)
+        return query
+
+
+@dataclass
+class CallFigures:
+    """How calls placed since a moment went."""
+
+    placed: int
+    answered: int
+    pickup_rate: float | None
+    average_talk_secs: float | None
+    outcomes: dict[str, int] = field(default_factory=dict)
 
 
 class UnknownCall(LookupError):
@@ -221,7 +265,7 @@ class CallStore:
             record.report_sequence = report.sequence
             record.transcript = [turn.model_dump(mode="json") for turn in report.transcript]
             record.latencies_ms = [t.latency_ms for t in report.transcript if t.latency_ms is not None]
-            if report.outcome and record.outcome != "voicemail":
+            if report.outcome and record.outcome != "voicemail" and not record.outcome_corrections:
                 record.outcome = report.outcome.outcome
                 record.outcome_notes = report.outcome.notes or None
                 record.callback_time = report.outcome.callback_time
@@ -296,44 +340,111 @@ class CallStore:
 
     @uninterrupted
     async def list(
-        self,
-        *,
-        status: str | None = None,
-        outcome: str | None = None,
-        end_reason: str | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        cursor: str | None = None,
-        limit: int = 50,
+        self, where: CallFilter | None = None, *, cursor: str | None = None, limit: int = 50
     ) -> tuple[list[CallRecord], str | None]:
         """Newest first; the second value is the cursor of the next page, None after the last."""
-        query: Select = select(CallRecord).order_by(CallRecord.created_at.desc(), CallRecord.id.desc())
-        if status:
-            query = query.where(CallRecord.status == status)
-        if outcome:
-            query = query.where(CallRecord.outcome == outcome)
-        if end_reason:
-            query = query.where(CallRecord.end_reason == end_reason)
-        if created_after:
-            query = query.where(CallRecord.created_at >= created_after)
-        if created_before:
-            query = query.where(CallRecord.created_at < created_before)
-        if cursor:
-            at, call_id = decode_cursor(cursor)
-            query = query.where(
-                or_(CallRecord.created_at < at, and_(CallRecord.created_at == at, CallRecord.id < call_id))
-            )
         async with self.database.session() as session:
-            records = list((await session.execute(query.limit(limit + 1))).scalars())
+            records = list((await session.execute(self._page(where, cursor, limit + 1))).scalars())
         if len(records) <= limit:
             return records, None
         last = records[limit - 1]
         return records[:limit], encode_cursor(last.created_at, last.id)
 
+    async def all(self, where: CallFilter | None = None, page_size: int = 1000) -> AsyncIterator[CallRecord]:
+        """Every matching call, newest first, a page per query: an export of any size in flat memory."""
+        cursor = None
+        while True:
+            records, cursor = await self.list(where, cursor=cursor, limit=page_size)
+            for record in records:
+                yield record
+            if cursor is None:
+                return
+
+    @staticmethod
+    def _page(where: CallFilter | None, cursor: str | None, limit: int) -> Select:
+        query = select(CallRecord).order_by(CallRecord.created_at.desc(), CallRecord.id.desc()).limit(limit)
+        if where:
+            query = where.apply(query)
+        if cursor:
+            at, call_id = decode_cursor(cursor)
+            query = query.where(
+                or_(CallRecord.created_at < at, and_(CallRecord.created_at == at, CallRecord.id < call_id))
+            )
+        return query
+
+    @uninterrupted
+    async def in_progress(self, limit: int = 200) -> list[CallRecord]:
+        """Calls not yet ended, newest first."""
+        query = (
+            select(CallRecord)
+            .where(CallRecord.status.in_(STATUS_ORDER))
+            .order_by(CallRecord.created_at.desc())
+            .limit(limit)
+        )
+        async with self.database.session() as session:
+            return list((await session.execute(query)).scalars())
+
+    @uninterrupted
+    async def changed_since(self, since: datetime, limit: int = 200) -> list[CallRecord]:
+        """Calls changed at or after `since`, oldest change first: what a live page must redraw."""
+        query = (
+            select(CallRecord).where(CallRecord.updated_at >= since).order_by(CallRecord.updated_at).limit(limit)
+        )
+        async with self.database.session() as session:
+            return list((await session.execute(query)).scalars())
+
+    @uninterrupted
+    async def figures(self, since: datetime) -> CallFigures:
+        """Totals for calls placed since `since`: how many, answered, talk time, outcomes."""
+        answered = CallRecord.answered_at.is_not(None)
+        totals = select(
+            func.count(),
+            func.count(CallRecord.answered_at),
+            func.avg(case((answered, CallRecord.talk_secs))),
+        ).where(CallRecord.created_at >= since)
+        outcomes = (
+            select(CallRecord.outcome, func.count())
+            .where(CallRecord.created_at >= since, CallRecord.outcome.is_not(None))
+            .group_by(CallRecord.outcome)
+        )
+        async with self.database.session() as session:
+            placed, answered_count, talk = (await session.execute(totals)).one()
+            by_outcome = dict((await session.execute(outcomes)).all())
+        return CallFigures(
+            placed=placed,
+            answered=answered_count,
+            pickup_rate=round(answered_count / placed, 3) if placed else None,
+            average_talk_secs=round(talk, 1) if talk is not None else None,
+            outcomes=by_outcome,
+        )
+
+    # --- an operator's corrections -----------------------------------------------------------
+
+    @uninterrupted
+    async def correct_outcome(self, call_id: str, outcome: str, notes: str | None, by: str) -> CallRecord:
+        """Replace the call's outcome, keeping what it was, who changed it and when. The bot's
+        later reports no longer change it. `do_not_call` lists the number, as the bot's would."""
+        async with self.database.write() as session:
+            record = await self._locked(session, call_id)
+            correction = {
+                "outcome": outcome,
+                "notes": notes,
+                "previous": record.outcome,
+                "by": by,
+                "at": self.clock.now().isoformat(),
+            }
+            record.outcome_corrections = [*record.outcome_corrections, correction]
+            record.outcome, record.outcome_notes = outcome, notes
+            await self._follow(session, record)
+            return record
+
     # --- internals ---------------------------------------------------------------------------
 
     async def _follow(self, session: AsyncSession, record: CallRecord, attempted: bool = True) -> None:
-        """A campaign call's contact follows its call, in the same transaction."""
+        """What follows from a change to a call, in the same transaction: a callee who asked not
+        to be called again goes on the do-not-call list; a campaign call's contact follows it."""
+        if record.outcome == DO_NOT_CALL_OUTCOME:
+            await add_numbers(session, [record.to_number], f"asked not to be called again (call {record.id})", "outcome")
         if record.contact_id is not None:
             if await follow_call(session, record, self.clock.now(), attempted):
                 _after_commit(session, self.on_slot_freed)

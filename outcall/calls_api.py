@@ -1,27 +1,32 @@
-"""The calls API: records (`GET /calls`, `GET /calls/{id}`), hang-up, and the bot's own endpoints.
+"""The calls API: records (`GET /calls`, `/calls/export`, `/calls/figures`, `GET /calls/{id}`),
+outcome corrections, hang-up, and the bot's own endpoints.
 
-Users call the first three with the API key; the call's bot calls `/report` and `/transfer`
+Users call the first ones with the API key (the console calls the same functions with its
+session); the call's bot calls `/report` and `/transfer`
 with the report token it received when it claimed the call.
 """
 
 import base64
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from loguru import logger
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from twilio.rest import Client as TwilioClient
 
 from outcall.api_errors import error_responses
-from outcall.call_store import CallStore, decode_cursor
-from outcall.call_views import CallDetail, CallList, call_detail, call_summary
+from outcall.call_store import CallFigures, CallFilter, CallStore, decode_cursor
+from outcall.call_views import CallDetail, CallList, call_detail, call_summary, calls_csv
 from outcall.calls import CallClaimError, CallConfig
 from outcall.dependencies import SettingsDep, CallStoreDep, bearer_token, require_api_key, require_report_token, require_twilio
 from outcall.greetings import GreetingAudio
-from outcall.models import FINAL_STATUSES, STATUS_ORDER, CallRecord, EndReason
+from outcall.models import FINAL_STATUSES, STATUS_ORDER, CallRecord, EndReason, utcnow
+from outcall.phone_numbers import PhoneNumber
 from outcall.reports import CallReport
+from outcall.request_body import RequestBody
 from outcall.settings import Settings
 from outcall.twilio_api import transfer_twiml, update_twilio_call
 
@@ -43,33 +48,80 @@ async def _record(store: CallStore, call_id: str) -> CallRecord:
     return record
 
 
-@router.get("", response_model=CallList, dependencies=[Depends(require_api_key)])
-async def list_calls(
-    store: CallStoreDep,
+def call_filter(
     status: CallStatus | None = None,
     outcome: str | None = Query(None, max_length=32),
     end_reason: EndReason | None = None,
+    campaign_id: str | None = Query(None, max_length=36),
+    number: PhoneNumber | None = Query(None, description="the number called, E.164"),
     created_after: datetime | None = Query(None, description="ISO 8601; without a zone, UTC"),
     created_before: datetime | None = Query(None, description="ISO 8601; without a zone, UTC"),
-    cursor: str | None = Query(None, max_length=200, description="next_cursor from the previous page"),
-    limit: int = Query(50, ge=1, le=200),
-):
-    """Calls, newest first, filtered; follow `next_cursor` for older ones."""
+) -> CallFilter:
+    """The filters `GET /calls`, the export and the console's calls page share."""
+    return CallFilter(
+        status=status,
+        outcome=outcome,
+        end_reason=end_reason.value if end_reason else None,
+        campaign_id=campaign_id,
+        number=number,
+        created_after=_aware(created_after),
+        created_before=_aware(created_before),
+    )
+
+
+CallFilterDep = Annotated[CallFilter, Depends(call_filter)]
+
+
+def checked_cursor(cursor: str | None = Query(None, max_length=200, description="next_cursor from the previous page")) -> str | None:
     if cursor:
         try:
             decode_cursor(cursor)
         except ValueError as e:
             raise HTTPException(400, str(e))
-    records, next_cursor = await store.list(
-        status=status,
-        outcome=outcome,
-        end_reason=end_reason.value if end_reason else None,
-        created_after=_aware(created_after),
-        created_before=_aware(created_before),
-        cursor=cursor,
-        limit=limit,
-    )
+    return cursor
+
+
+@router.get("", response_model=CallList, dependencies=[Depends(require_api_key)])
+async def list_calls(
+    store: CallStoreDep,
+    where: CallFilterDep,
+    cursor: Annotated[str | None, Depends(checked_cursor)],
+    limit: int = Query(50, ge=1, le=200),
+):
+    """Calls, newest first, filtered; follow `next_cursor` for older ones."""
+    records, next_cursor = await store.list(where, cursor=cursor, limit=limit)
     return CallList(calls=[call_summary(r) for r in records], next_cursor=next_cursor)
+
+
+@router.get(
+    "/export",
+    response_class=StreamingResponse,
+    dependencies=[Depends(require_api_key)],
+    responses={200: {"content": {"text/csv": {}}, "description": "one row per call, newest first"}},
+)
+async def export_calls(store: CallStoreDep, where: CallFilterDep):
+    """Every call the filters match, as CSV, streamed (any number of rows in flat memory)."""
+    return calls_csv_response(store, where)
+
+
+def calls_csv_response(store: CallStore, where: CallFilter) -> StreamingResponse:
+    return StreamingResponse(
+        calls_csv(store.all(where)),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="calls.csv"'},
+    )
+
+
+@router.get("/figures", response_model=CallFigures, dependencies=[Depends(require_api_key)])
+async def call_figures(
+    store: CallStoreDep, since: datetime | None = Query(None, description="ISO 8601; default: today's start, UTC")
+):
+    """How the calls placed since `since` went: placed, answered, pickup rate, talk time, outcomes."""
+    return await store.figures(_aware(since) or start_of_today())
+
+
+def start_of_today() -> datetime:
+    return utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 @router.get("/{call_id}", response_model=CallDetail, dependencies=[Depends(require_api_key)])
@@ -83,15 +135,44 @@ class HangupResponse(BaseModel):
     status: Literal["hanging_up", "canceling"]
 
 
+class OutcomeCorrection(RequestBody):
+    """An operator's verdict on what the call achieved; it replaces the bot's, which is kept."""
+
+    outcome: str = Field(max_length=32, description="one of CALL_OUTCOMES")
+    notes: str | None = Field(default=None, max_length=2000)
+
+
+@router.patch("/{call_id}", response_model=CallDetail, dependencies=[Depends(require_api_key)])
+async def correct_call(call_id: str, body: OutcomeCorrection, store: CallStoreDep, settings: SettingsDep):
+    """Correct the call's outcome (`do_not_call` puts the number on the do-not-call list)."""
+    return call_detail(await correct_outcome(store, settings, call_id, body, by="api"))
+
+
+async def correct_outcome(store: CallStore, settings: Settings, call_id: str, body: OutcomeCorrection, by: str) -> CallRecord:
+    """Raises HTTPException: no such call, or an outcome the server does not know."""
+    if body.outcome not in settings.call_outcomes:
+        raise HTTPException(
+            422, [{"loc": ["body", "outcome"], "msg": f"outcome must be one of {', '.join(settings.call_outcomes)}", "type": "value_error"}]
+        )
+    await _record(store, call_id)
+    logger.info(f"Call {call_id}: outcome corrected to {body.outcome} by {by}")
+    return await store.correct_outcome(call_id, body.outcome, body.notes, by)
+
+
 @router.post("/{call_id}/hangup", response_model=HangupResponse, dependencies=[Depends(require_api_key)])
 async def hang_up(call_id: str, request: Request, store: CallStoreDep):
     """End a call now: cancel it if nobody has answered yet, else hang up."""
+    return await hang_up_call(store, request.app.state.twilio, call_id)
+
+
+async def hang_up_call(store: CallStore, twilio: TwilioClient | None, call_id: str) -> HangupResponse:
+    """Raises HTTPException (no such call, already ended, not at Twilio yet) or TwilioCallError."""
     record = await _record(store, call_id)
     if record.is_final:
         raise HTTPException(409, f"Call {call_id} has already ended ({record.status})")
     if record.call_sid is None:
         raise HTTPException(409, f"Call {call_id} has not reached Twilio yet; try again in a moment")
-    twilio = require_twilio(request.app.state.twilio)
+    twilio = require_twilio(twilio)
     answered = record.answered_at is not None
     await update_twilio_call(twilio, record.call_sid, status="completed" if answered else "canceled")
     if answered:

@@ -14,7 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from outcall.calling_windows import zone
 from outcall.campaigns import CampaignSettings
 from outcall.database import for_update
-from outcall.do_not_call import add_numbers
 from outcall.models import Campaign, CallRecord, Contact, ContactState
 
 MAX_ATTEMPTS = 10  # callbacks included: a contact is never called more often than this
@@ -39,8 +38,6 @@ async def follow_call(
     contact = (await session.execute(query)).scalar_one_or_none()
     if contact is None:
         return False  # its campaign was deleted
-    if record.outcome == DO_NOT_CALL_OUTCOME:
-        await add_numbers(session, [contact.phone], f"asked not to be called again (call {record.id})", "outcome")
     current = contact.current_call_id == record.id
     if current and contact.state == ContactState.DIALING and record.call_sid:
         contact.state, contact.updated_at = ContactState.CALLING.value, now

@@ -87,6 +87,7 @@ class Drain:
         self.dispatcher = dispatcher
         self._uvicorn_handlers: dict[int, object] = {}
         self._task: asyncio.Task | None = None
+        self.before_exit: Callable[[], Awaitable[None]] | None = None  # run once drained, before uvicorn stops
 
     def install(self) -> None:
         """Put the drain in front of uvicorn's own signal handling (call inside uvicorn's lifespan)."""
@@ -105,6 +106,8 @@ class Drain:
     async def _drain_then_exit(self, sig: int) -> None:
         try:
             await self.run()
+            if self.before_exit:
+                await self.before_exit()
         finally:
             self._hand_over(sig)
 

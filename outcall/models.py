@@ -37,6 +37,8 @@ class CallRecord(Base):
     outcome: Mapped[str | None] = mapped_column(String(32))
     outcome_notes: Mapped[str | None] = mapped_column(Text)
     callback_time: Mapped[str | None] = mapped_column(String(64))
+    # [{"outcome", "notes", "previous", "by", "at"}]: an operator's corrections, newest last
+    outcome_corrections: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
     summary: Mapped[str | None] = mapped_column(Text)
     transcript: Mapped[list[Any]]
     latencies_ms: Mapped[list[Any]]
@@ -61,6 +63,8 @@ class CallRecord(Base):
         Index("ix_calls_campaign_created", "campaign_id", "created_at"),
         Index("ix_calls_status_created", "status", "created_at"),
         Index("ix_calls_outcome_created", "outcome", "created_at"),
+        Index("ix_calls_updated", "updated_at"),
+        Index("ix_calls_to_created", "to_number", "created_at"),
     )
 
     @property

@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     # Campaigns
     dialer_enabled: bool = True  # run the campaign dispatcher in this server instance
 
+    # Operator console (/console)
+    dashboard_password: SecretStr | None = None  # None: operators sign in with DIALOUT_API_KEY
+    console_session_hours: float = Field(default=12, gt=0, le=720)  # a sign-in lasts this long
+
     @field_validator("env", mode="before")
     @classmethod
     def _lowercase_env(cls, value: str) -> str:

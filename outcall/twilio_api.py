@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
+import aiohttp
 from fastapi import HTTPException, Request, WebSocket
 from loguru import logger
 from twilio.base.exceptions import TwilioRestException
@@ -138,6 +139,28 @@ async def find_twilio_call(client: TwilioClient, to_number: str, from_number: st
     # Twilio's timestamps have whole seconds.
     mine = [c for c in calls if c.date_created and c.date_created >= since.replace(microsecond=0)]
     return min(mine, key=lambda c: c.date_created) if mine else None
+
+
+RECORDING_MAX_BYTES = 64 * 2**20  # a WAV of a little over an hour, both channels
+
+
+async def fetch_recording(client: TwilioClient | None, recording_url: str) -> bytes:
+    """A call's recording as WAV, fetched with the server's credentials (Twilio's recording URLs
+    need them, and they must never reach a browser). TwilioCallError if it cannot be had."""
+    if client is None:
+        raise TwilioCallError(503, "Twilio is not configured: set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
+    auth = aiohttp.BasicAuth(client.username, client.password)
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            async with session.get(f"{recording_url}.wav", auth=auth) as response:
+                if response.status != 200:
+                    raise TwilioCallError(502, f"Twilio would not give the recording (HTTP {response.status})")
+                audio = await response.content.read(RECORDING_MAX_BYTES + 1)
+    except (aiohttp.ClientError, TimeoutError) as e:
+        raise TwilioCallError(502, f"Twilio unreachable for the recording ({type(e).__name__})")
+    if len(audio) > RECORDING_MAX_BYTES:
+        raise TwilioCallError(502, "The recording is too long to play here; download it from Twilio's console")
+    return audio
 
 
 def _twilio_call_error(e: TwilioRestException) -> TwilioCallError:

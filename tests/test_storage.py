@@ -9,7 +9,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import select, text, update
 
 from outcall.call_events import CallEventDelivery
-from outcall.call_store import CallStore
+from outcall.call_store import CallFilter, CallStore
 from outcall.calls import CallClaimError, CallConfig
 from outcall.database import Database, alembic_config, uninterrupted
 from outcall.models import CallEvent
@@ -70,7 +70,7 @@ async def test_migrations_are_repeatable_and_safe_to_run_concurrently(database_u
     await first.migrate()
     async with first.engine.connect() as connection:
         version = (await connection.execute(text("SELECT version_num FROM alembic_version"))).scalar_one()
-    assert version == ScriptDirectory.from_config(alembic_config()).get_current_head() == "0003"
+    assert version == ScriptDirectory.from_config(alembic_config()).get_current_head() == "0004"
     await first.close()
     await second.close()
 
@@ -159,10 +159,12 @@ async def test_listing_pages_through_every_call_once_newest_first(store, databas
         if cursor is None:
             break
     assert seen == list(reversed(ids))
-    busy, _ = await store.list(status="busy", end_reason="busy")
+    busy, _ = await store.list(CallFilter(status="busy", end_reason="busy"))
     assert sorted(r.id for r in busy) == sorted(ids[:5])
-    future, _ = await store.list(created_after=datetime.now(UTC) + timedelta(hours=1))
+    future, _ = await store.list(CallFilter(created_after=datetime.now(UTC) + timedelta(hours=1)))
     assert future == []
+    assert [r.id async for r in store.all(page_size=4)] == list(reversed(ids))
+    assert [r.id async for r in store.all(CallFilter(status="busy"), page_size=2)] == list(reversed(ids[:5]))
 
 
 @uninterrupted

@@ -17,7 +17,9 @@ It follows Twilio's protocol where our code can observe it:
   number is set in `answer_as` (human, busy, no-answer, failed, or an answering machine).
 - Asynchronous answering-machine detection (`MachineDetection=DetectMessageEnd`, `AsyncAmd`):
   `AnsweredBy` posted to `AsyncAmdStatusCallback` (for a machine, when its greeting ends).
-- Recording (`Record=true`): a `completed` recording callback when the call ends.
+- Recording (`Record=true`): a `completed` recording callback when the call ends; the
+  recording's URL serves a dual-channel WAV (callee left, bot right) with Basic auth, as
+  Twilio's `{RecordingUrl}.wav` does.
 - Updating a live call with `Twiml` stops the stream and runs the new TwiML (`Say`, `Dial`,
   `Hangup`); `Status=completed` hangs up, `Status=canceled` cancels a call not yet answered.
 - `<Connect><Stream>`: opens the WebSocket (the handshake signed with `X-Twilio-Signature` over
@@ -33,9 +35,11 @@ A test scripts the person who answers with `emulator.callee = async def callee(c
 
 import asyncio
 import base64
+import io
 import json
 import secrets
 import time
+import wave
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -43,6 +47,7 @@ from email.utils import formatdate
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+import numpy as np
 import phonenumbers
 import websockets
 from aiohttp import web
@@ -136,6 +141,7 @@ class EmulatedCall:
     _next_twiml: ET.Element | None = None
     _callback_tasks: list[asyncio.Task] = field(default_factory=list)
     _sequence: int = 0
+    _recorded: dict[str, bytearray] = field(default_factory=lambda: {"callee": bytearray(), "bot": bytearray()})
     played_until: float = 0.0  # when the bot audio Twilio has buffered finishes playing
     stream_closed_at: float | None = None
     _bot_voice: asyncio.Event = field(default_factory=asyncio.Event)
@@ -293,6 +299,7 @@ class TwilioEmulator:
         self.base_url = ""
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task] = set()
+        self.recordings: dict[str, EmulatedCall] = {}  # RecordingSid → its call
         self._http: aiohttp.ClientSession | None = None
 
     async def start(self) -> "TwilioEmulator":
@@ -302,6 +309,7 @@ class TwilioEmulator:
         app.router.add_get(f"{base}.json", self._list_calls)
         app.router.add_post(f"{base}/{{sid}}.json", self._update_call)
         app.router.add_get(f"{base}/{{sid}}.json", self._fetch_call)
+        app.router.add_get("/2010-04-01/Accounts/{account_sid}/Recordings/{sid}.wav", self._fetch_recording)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -410,6 +418,24 @@ class TwilioEmulator:
         call = self._find(request)
         return call if isinstance(call, web.Response) else web.json_response(call.resource())
 
+    async def _fetch_recording(self, request: web.Request) -> web.Response:
+        if denied := self._authenticate(request):
+            return denied
+        call = self.recordings.get(request.match_info["sid"])
+        if call is None:
+            return _error(404, 20404, f"The requested resource {request.path} was not found")
+        callee, bot = (ulaw_to_pcm(bytes(call._recorded[track])) for track in ("callee", "bot"))
+        length = max(len(callee), len(bot))
+        stereo = np.zeros((length, 2), dtype=np.int16)
+        stereo[: len(callee), 0], stereo[: len(bot), 1] = callee, bot
+        wav = io.BytesIO()
+        with wave.open(wav, "wb") as out:
+            out.setnchannels(2)
+            out.setsampwidth(2)
+            out.setframerate(8000)
+            out.writeframes(stereo.tobytes())
+        return web.Response(body=wav.getvalue(), content_type="audio/x-wav")
+
     async def _update_call(self, request: web.Request) -> web.Response:
         if denied := self._authenticate(request):
             return denied
@@ -514,6 +540,7 @@ class TwilioEmulator:
 
     def _send_recording(self, call: EmulatedCall) -> None:
         recording_sid = "RE" + secrets.token_hex(16)
+        self.recordings[recording_sid] = call
         params = {
             "AccountSid": call.account_sid,
             "CallSid": call.sid,
@@ -707,6 +734,8 @@ class TwilioEmulator:
                 await ws.send(json.dumps(message))
             except websockets.ConnectionClosed:
                 return
+            if call.record:
+                call._recorded["callee"] += payload
             if voiced:
                 utterance.last_voiced_at = time.monotonic()
                 utterance.first_voiced_at = utterance.first_voiced_at or utterance.last_voiced_at
@@ -724,6 +753,8 @@ class TwilioEmulator:
                 continue  # Twilio ignores messages for another stream
             if event == "media":
                 payload = base64.b64decode(message["media"]["payload"])
+                if call.record:
+                    call._recorded["bot"] += payload
                 level = rms(ulaw_to_pcm(payload))
                 seconds = len(payload) / FRAME_BYTES * 0.02
                 plays_at = max(call.played_until, now)

@@ -1,0 +1,88 @@
+"""Changes to call records, as events for the console's live pages.
+
+The feed reads the database, not this process's memory, so a page shows the same thing
+whichever instance or worker serves it and whichever one wrote the change. One poller per
+process (while any page listens) asks for the calls changed since its last look, once a second,
+using `ix_calls_updated`; every listening page gets the changes it cares about. Twenty pages
+cost one query a second, not twenty.
+
+Clocks of several instances may differ a little, so each look reaches `OVERLAP` back and
+changes already sent are recognised by their (call, updated_at) pair. An event's id is the
+change's time, so a page that reconnects (`Last-Event-ID`) first gets what it missed.
+"""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+
+from loguru import logger
+
+from outcall.call_store import CallStore
+from outcall.models import CallRecord, utcnow
+
+POLL_SECS = 1.0
+OVERLAP = timedelta(seconds=5)
+QUEUE_LIMIT = 100  # a page this far behind has stopped reading; it is dropped and reconnects
+
+
+class CallFeed:
+    """Polls for changed calls while pages listen, and hands each change to every listener."""
+
+    def __init__(self, store: CallStore, poll_secs: float = POLL_SECS):
+        self.store = store
+        self.poll_secs = poll_secs
+        self._listeners: set[asyncio.Queue] = set()
+        self._task: asyncio.Task | None = None
+        self._sent: dict[str, datetime] = {}
+        self._watermark = utcnow()
+
+    @contextlib.asynccontextmanager
+    async def listen(self) -> AsyncIterator[asyncio.Queue]:
+        """A queue of lists of changed records (None: the feed has closed, stop)."""
+        queue: asyncio.Queue = asyncio.Queue(QUEUE_LIMIT)
+        self._listeners.add(queue)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._poll())
+        try:
+            yield queue
+        finally:
+            self._listeners.discard(queue)
+
+    async def close(self) -> None:
+        for queue in list(self._listeners):
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
+        self._listeners.clear()
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _poll(self) -> None:
+        while self._listeners:
+            try:
+                changed = await self.changes()
+            except Exception:
+                logger.exception("Console feed could not read changed calls; retrying")
+                changed = []
+            if changed:
+                for queue in list(self._listeners):
+                    try:
+                        queue.put_nowait(changed)
+                    except asyncio.QueueFull:
+                        self._listeners.discard(queue)
+                        queue.get_nowait()
+                        queue.put_nowait(None)
+            await asyncio.sleep(self.poll_secs)
+
+    async def changes(self) -> list[CallRecord]:
+        """Records changed since the last look that have not been sent yet."""
+        records = await self.store.changed_since(self._watermark - OVERLAP, limit=500)
+        fresh = [r for r in records if self._sent.get(r.id) != r.updated_at]
+        for record in fresh:
+            self._sent[record.id] = record.updated_at
+        if records:
+            self._watermark = max(self._watermark, records[-1].updated_at)
+        horizon = self._watermark - OVERLAP * 2
+        self._sent = {call_id: at for call_id, at in self._sent.items() if at >= horizon}
+        return fresh

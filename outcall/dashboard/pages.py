@@ -1,0 +1,361 @@
+"""The console's routes: its pages, the changes an operator makes, and the live event stream.
+
+Every read goes through the stores and every change through the same functions the JSON API's
+routes use (`calls_api`, `campaigns_api`), so the console cannot do anything the API would not,
+nor skip its validation. Pages are Jinja2 templates with autoescaping; the only script is
+`static/console.js`, which builds the live parts with `textContent`, never `innerHTML`.
+"""
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Form, Header, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from fastapi.templating import Jinja2Templates
+from loguru import logger
+
+from outcall import calls_api, campaigns_api
+from outcall.call_store import CallFilter
+from outcall.call_views import call_detail
+from outcall.calls_api import CallFilterDep, OutcomeCorrection, checked_cursor
+from outcall.campaigns import CampaignCreate, CampaignSettings, CampaignUpdate
+from outcall.dashboard.feed import OVERLAP
+from outcall.dashboard.sessions import (
+    SESSION_COOKIE,
+    ChangeDep,
+    ConsoleSession,
+    SessionDep,
+    SessionsDep,
+    current_session,
+    same_origin,
+)
+from outcall.dependencies import CallStoreDep, CampaignsDep, DoNotCallDep, SettingsDep
+from outcall.models import CallRecord, ContactState
+from outcall.phone_numbers import to_e164
+from outcall.twilio_api import fetch_recording
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=HERE / "templates")
+router = APIRouter(include_in_schema=False)
+
+
+def page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    session = getattr(request.state, "console_session", None)
+    return templates.TemplateResponse(
+        request, name, {"csrf_token": session.csrf if session else "", "signed_in": session is not None, **context},
+        status_code=status_code,
+    )
+
+
+def wants_page(request: Request, status_code: int) -> bool:
+    """An error on a console page a person is looking at (not a script's request, not a redirect)."""
+    return (
+        request.url.path.startswith("/console")
+        and status_code >= 400
+        and "text/html" in request.headers.get("accept", "")
+        and "x-csrf-token" not in request.headers
+    )
+
+
+def error_page(request: Request, status_code: int, message: Any) -> HTMLResponse:
+    if isinstance(message, list):  # a validation error's details
+        message = "; ".join(str(error.get("msg", error)) for error in message)
+    return page(request, "error.html", status_code=status_code, message=str(message),
+                back=request.headers.get("referer") if same_origin(request) else "/console")
+
+
+def back_to(path: str) -> RedirectResponse:
+    return RedirectResponse(path, status_code=303)
+
+
+# --- signing in -------------------------------------------------------------------------------
+
+
+@router.get("/")
+async def root():
+    return back_to("/console")
+
+
+@router.get("/console/sign-in")
+async def sign_in_page(request: Request, sessions: SessionsDep):
+    if not sessions.configured:
+        return page(request, "not_configured.html", status_code=503)
+    return page(request, "sign_in.html", error=None)
+
+
+@router.post("/console/sign-in")
+async def sign_in(request: Request, sessions: SessionsDep, password: Annotated[str, Form(max_length=500)] = ""):
+    if not sessions.configured:
+        return page(request, "not_configured.html", status_code=503)
+    if not same_origin(request):
+        raise HTTPException(403, "Sign in from the console's own page")
+    client = request.client.host if request.client else "?"
+    wait = sessions.throttle.wait_secs(client)
+    if wait:
+        return page(request, "sign_in.html", status_code=429, error=f"Too many failed sign-ins: wait {wait} s, then try again")
+    if not sessions.password_matches(password):
+        sessions.throttle.failed(client)
+        logger.warning(f"Console: failed sign-in from {client}")
+        return page(request, "sign_in.html", status_code=401, error="That is not the key (DASHBOARD_PASSWORD, else DIALOUT_API_KEY)")
+    sessions.throttle.succeeded(client)
+    cookie, session = sessions.issue()
+    logger.info(f"Console: operator {session.id} signed in from {client}")
+    response = back_to("/console")
+    response.set_cookie(
+        SESSION_COOKIE, cookie, max_age=sessions.max_age, httponly=True, samesite="strict",
+        secure=request.url.scheme == "https", path="/",
+    )
+    return response
+
+
+@router.post("/console/sign-out")
+async def sign_out(session: ChangeDep):
+    response = back_to("/console/sign-in")
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+# --- overview ---------------------------------------------------------------------------------
+
+
+def live_call(record: CallRecord) -> dict[str, Any]:
+    """What the overview shows of a call, and what its live events carry."""
+    last = record.transcript[-1] if record.transcript else None
+    return {
+        "id": record.id,
+        "to_number": record.to_number,
+        "campaign_id": record.campaign_id,
+        "status": record.status,
+        "final": record.is_final,
+        "created_at": record.created_at.isoformat(),
+        "answered_at": record.answered_at.isoformat() if record.answered_at else None,
+        "ended_at": record.ended_at.isoformat() if record.ended_at else None,
+        "last_line": f"{last['speaker']}: {last['text']}" if last else "",
+        "outcome": record.outcome,
+        "end_reason": record.end_reason,
+    }
+
+
+async def running_campaigns(campaigns) -> list[dict[str, Any]]:
+    running = []
+    for campaign in await campaigns.all():
+        if campaign.status in ("running", "paused"):
+            stats = await campaigns.stats(campaign)
+            running.append({
+                "id": campaign.id, "name": campaign.name, "status": campaign.status,
+                "status_reason": campaign.status_reason, "done": stats.done, "contacts": stats.contacts,
+                "in_progress": stats.in_progress,
+            })
+    return running
+
+
+@router.get("/console")
+async def overview(request: Request, store: CallStoreDep, campaigns: CampaignsDep, sessions: SessionsDep,
+                   session: Annotated[ConsoleSession | None, Depends(current_session)]):
+    if not sessions.configured:
+        return page(request, "not_configured.html", status_code=503)
+    if session is None:
+        return back_to("/console/sign-in")
+    request.state.console_session = session
+    figures = await store.figures(calls_api.start_of_today())
+    return page(
+        request, "overview.html",
+        calls=[live_call(r) for r in await store.in_progress()],
+        figures=figures,
+        campaigns=await running_campaigns(campaigns),
+        since=datetime.now().astimezone().isoformat(),
+    )
+
+
+# --- calls ------------------------------------------------------------------------------------
+
+
+@router.get("/console/calls")
+async def calls_page(request: Request, session: SessionDep, store: CallStoreDep, where: CallFilterDep,
+                     cursor: Annotated[str | None, Depends(checked_cursor)]):
+    records, next_cursor = await store.list(where, cursor=cursor, limit=50)
+    filters = {k: v for k, v in request.query_params.items() if k != "cursor" and v}
+    return page(request, "calls.html", calls=records, filters=filters, next_cursor=next_cursor,
+                query=lambda **extra: "&".join(f"{k}={v}" for k, v in {**filters, **extra}.items()))
+
+
+@router.get("/console/calls/export.csv")
+async def export_calls(session: SessionDep, store: CallStoreDep, where: CallFilterDep):
+    return calls_api.calls_csv_response(store, where)
+
+
+@router.get("/console/calls/{call_id}")
+async def call_page(call_id: str, request: Request, session: SessionDep, store: CallStoreDep, settings: SettingsDep):
+    record = await calls_api.get_call(call_id, store)
+    return page(request, "call.html", call=record, outcomes=settings.call_outcomes)
+
+
+@router.post("/console/calls/{call_id}/hangup")
+async def hang_up(call_id: str, request: Request, session: ChangeDep, store: CallStoreDep):
+    await calls_api.hang_up_call(store, request.app.state.twilio, call_id)
+    return back_to(f"/console/calls/{call_id}")
+
+
+@router.post("/console/calls/{call_id}/outcome")
+async def correct_outcome(
+    call_id: str, session: ChangeDep, store: CallStoreDep, settings: SettingsDep,
+    outcome: Annotated[str, Form(max_length=32)], notes: Annotated[str, Form(max_length=2000)] = "",
+):
+    body = OutcomeCorrection(outcome=outcome, notes=notes or None)
+    await calls_api.correct_outcome(store, settings, call_id, body, by=f"console:{session.id}")
+    return back_to(f"/console/calls/{call_id}")
+
+
+@router.get("/console/calls/{call_id}/recording")
+async def recording(call_id: str, request: Request, session: SessionDep, store: CallStoreDep):
+    """The recording, fetched from Twilio with the server's credentials: none reach the browser."""
+    record = await calls_api.get_call(call_id, store)
+    if not record.recording_url:
+        raise HTTPException(404, "This call has no recording")
+    audio = await fetch_recording(request.app.state.twilio, record.recording_url)
+    return Response(audio, media_type="audio/wav", headers={"Cache-Control": "private, no-store"})
+
+
+# --- live events ------------------------------------------------------------------------------
+
+
+def _since(last_event_id: str | None, since: datetime | None) -> datetime | None:
+    if last_event_id:
+        try:
+            return datetime.fromisoformat(last_event_id)
+        except ValueError:
+            return None
+    return since
+
+
+@router.get("/console/events", response_class=EventSourceResponse)
+async def events(
+    request: Request, session: SessionDep, store: CallStoreDep, campaigns: CampaignsDep,
+    call_id: str | None = Query(None, max_length=36),
+    since: datetime | None = Query(None),
+    last_event_id: Annotated[str | None, Header(max_length=64)] = None,
+):
+    """Changed calls as `call` events (the whole record when the page shows one call), and the
+    overview's figures as `figures` after changes. Resumes from `Last-Event-ID`."""
+    feed = request.app.state.call_feed
+
+    def event(record: CallRecord) -> ServerSentEvent:
+        data = call_detail(record).model_dump(mode="json") if call_id else live_call(record)
+        return ServerSentEvent(event="call", data=data, id=record.updated_at.isoformat(), retry=1000)
+
+    start = _since(last_event_id, since)
+    if start is not None:
+        for record in await store.changed_since(start - OVERLAP, limit=500):
+            if call_id in (None, record.id):
+                yield event(record)
+    async with feed.listen() as queue:
+        while True:
+            changed = await queue.get()
+            if changed is None:
+                return
+            mine = [record for record in changed if call_id in (None, record.id)]
+            for record in mine:
+                yield event(record)
+            if mine and call_id is None:
+                figures = await store.figures(calls_api.start_of_today())
+                yield ServerSentEvent(
+                    event="figures", data={"figures": figures.__dict__, "campaigns": await running_campaigns(campaigns)}
+                )
+
+
+# --- campaigns --------------------------------------------------------------------------------
+
+
+@router.get("/console/campaigns")
+async def campaigns_page(request: Request, session: SessionDep, campaigns: CampaignsDep):
+    listed = []
+    for campaign in await campaigns.all():
+        listed.append((campaign, await campaigns.stats(campaign)))
+    return page(request, "campaigns.html", campaigns=listed, defaults=CampaignSettings(timezone="UTC").model_dump(mode="json"))
+
+
+@router.post("/console/campaigns", status_code=201)
+async def create_campaign(body: CampaignCreate, session: ChangeDep, campaigns: CampaignsDep):
+    view = await campaigns_api.create_campaign(body, campaigns)
+    return {"id": view.id, "location": f"/console/campaigns/{view.id}"}
+
+
+@router.get("/console/campaigns/{campaign_id}")
+async def campaign_page(campaign_id: str, request: Request, session: SessionDep, campaigns: CampaignsDep, store: CallStoreDep,
+                        state: ContactState | None = None):
+    view = await campaigns_api.get_campaign(campaign_id, campaigns)
+    contacts = await campaigns.contacts(campaign_id, state, None, 200)
+    calls, _ = await store.list(CallFilter(campaign_id=campaign_id), limit=20)
+    return page(request, "campaign.html", campaign=view, contacts=contacts, state=state, calls=calls)
+
+
+@router.post("/console/campaigns/{campaign_id}/settings")
+async def update_campaign(campaign_id: str, body: CampaignUpdate, session: ChangeDep, campaigns: CampaignsDep):
+    await campaigns_api.update_campaign(campaign_id, body, campaigns)
+    return {"location": f"/console/campaigns/{campaign_id}"}
+
+
+@router.post("/console/campaigns/{campaign_id}/contacts")
+async def import_contacts(campaign_id: str, request: Request, session: ChangeDep, campaigns: CampaignsDep,
+                          phone_column: str | None = Query(None, max_length=100)):
+    return await campaigns_api.import_contacts(campaign_id, request, campaigns, phone_column=phone_column)
+
+
+@router.post("/console/campaigns/{campaign_id}/delete")
+async def delete_campaign(campaign_id: str, session: ChangeDep, campaigns: CampaignsDep):
+    await campaigns_api.delete_campaign(campaign_id, campaigns)
+    return back_to("/console/campaigns")
+
+
+@router.post("/console/campaigns/{campaign_id}/{action}")
+async def change_campaign(campaign_id: str, action: Literal["start", "pause", "resume", "stop"], request: Request,
+                          session: ChangeDep, campaigns: CampaignsDep):
+    await campaigns_api.change_campaign_status(campaign_id, action, campaigns, request)
+    return back_to(f"/console/campaigns/{campaign_id}")
+
+
+# --- do-not-call ------------------------------------------------------------------------------
+
+
+@router.get("/console/do-not-call")
+async def do_not_call_page(request: Request, session: SessionDep, do_not_call: DoNotCallDep,
+                           phone: str | None = Query(None, max_length=40), after: str | None = Query(None, max_length=20)):
+    found, error = None, None
+    if phone:
+        try:
+            number = to_e164(phone)
+            found = (number, await do_not_call.get(number))
+        except ValueError as e:
+            error = str(e)
+    entries = await do_not_call.page(after, 100)
+    return page(request, "do_not_call.html", entries=entries, found=found, error=error, phone=phone or "",
+                next_after=entries[-1].phone if len(entries) == 100 else None)
+
+
+@router.post("/console/do-not-call")
+async def add_to_do_not_call(request: Request, session: ChangeDep, do_not_call: DoNotCallDep,
+                             phone: Annotated[str, Form(max_length=40)], reason: Annotated[str, Form(max_length=500)] = ""):
+    try:
+        number = to_e164(phone)
+    except ValueError as e:
+        entries = await do_not_call.page(None, 100)
+        return page(request, "do_not_call.html", status_code=422, entries=entries, found=None, error=str(e), phone=phone,
+                    next_after=None)
+    await do_not_call.add([number], reason or None, "console")
+    return back_to(f"/console/do-not-call?phone={number.replace('+', '%2B')}")
+
+
+@router.post("/console/do-not-call/remove")
+async def remove_from_do_not_call(session: ChangeDep, do_not_call: DoNotCallDep, phone: Annotated[str, Form(max_length=20)]):
+    await do_not_call.remove(phone)
+    return back_to("/console/do-not-call")
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+
+@router.get("/console/settings")
+async def settings_page(request: Request, session: SessionDep, settings: SettingsDep):
+    return page(request, "settings.html", missing=settings.missing_settings(), settings=settings)
