@@ -69,7 +69,7 @@ class CallFigures:
 
     placed: int
     answered: int
-    pickup_rate: float | None
+    pickup_rate: float | None  # answered / ended
     average_talk_secs: float | None
     outcomes: dict[str, int] = field(default_factory=dict)
 
@@ -395,12 +395,16 @@ class CallStore:
 
     @uninterrupted
     async def figures(self, since: datetime) -> CallFigures:
-        """Totals for calls placed since `since`: how many, answered, talk time, outcomes."""
+        """Totals for calls placed since `since`: how many, answered, and of those that ended,
+        the share answered and the average talk time; outcomes."""
+        ended = CallRecord.status.in_(FINAL_STATUSES)
         answered = CallRecord.answered_at.is_not(None)
         totals = select(
             func.count(),
             func.count(CallRecord.answered_at),
-            func.avg(case((answered, CallRecord.talk_secs))),
+            func.count(case((ended, 1))),
+            func.count(case((ended & answered, 1))),
+            func.avg(case((ended & answered, CallRecord.talk_secs))),
         ).where(CallRecord.created_at >= since)
         outcomes = (
             select(CallRecord.outcome, func.count())
@@ -408,13 +412,13 @@ class CallStore:
             .group_by(CallRecord.outcome)
         )
         async with self.database.session() as session:
-            placed, answered_count, talk = (await session.execute(totals)).one()
+            placed, answered_count, ended_count, answered_ended, talk = (await session.execute(totals)).one()
             by_outcome = dict((await session.execute(outcomes)).all())
         return CallFigures(
             placed=placed,
             answered=answered_count,
-            pickup_rate=round(answered_count / placed, 3) if placed else None,
-            average_talk_secs=round(talk, 1) if talk is not None else None,
+            pickup_rate=round(answered_ended / ended_count, 3) if ended_count else None,
+            average_talk_secs=round(float(talk), 1) if talk is not None else None,
             outcomes=by_outcome,
         )
 

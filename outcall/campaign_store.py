@@ -114,12 +114,13 @@ class CampaignStore:
             outcomes = dict((await session.execute(
                 select(CallRecord.outcome, func.count()).where(calls, CallRecord.outcome.is_not(None)).group_by(CallRecord.outcome)
             )).all())
-            answered = CallRecord.answered_at.is_not(None)
+            ended_call = CallRecord.status.in_(FINAL_STATUSES)
+            answered = CallRecord.answered_at.is_not(None) & ended_call  # rates count ended calls only
             reached_machine = CallRecord.end_reason.in_(VOICEMAIL_END_REASONS) | CallRecord.answered_by.like("machine%")
             total, ended, picked_up, machines, talk = (await session.execute(
                 select(
                     func.count(),
-                    func.count(case((CallRecord.status.in_(FINAL_STATUSES), 1))),
+                    func.count(case((ended_call, 1))),
                     func.count(case((answered, 1))),
                     func.count(case((answered & reached_machine, 1))),
                     func.avg(case((answered, CallRecord.talk_secs))),

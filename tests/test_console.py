@@ -184,6 +184,13 @@ async def test_calls_filter_by_campaign_and_number_and_export_as_csv(vendors, se
     assert "\ncallee: =HYPERLINK" in rows[0]["transcript"]
     assert all(not value.startswith(("=", "@")) for value in rows[0].values())
 
+    async with signed_in(server) as (client, _):
+        page = (await client.get("/console/calls", params={"number": CALLEE_NUMBER})).text
+        assert record["id"] in page and f"number=%2B{CALLEE_NUMBER[1:]}" in page  # the export link keeps the filter
+        assert record["id"] not in (await client.get("/console/calls", params={"status": "busy"})).text
+        exported = await client.get("/console/calls/export.csv", params={"number": CALLEE_NUMBER})
+        assert exported.text == export.text
+
     figures = (await server.get("/calls/figures")).json()
     assert figures["placed"] == 1 and figures["answered"] == 1 and figures["pickup_rate"] == 1.0
 

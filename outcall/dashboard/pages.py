@@ -6,8 +6,10 @@ nor skip its validation. Pages are Jinja2 templates with autoescaping; the only 
 `static/console.js`, which builds the live parts with `textContent`, never `innerHTML`.
 """
 
+import contextlib
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlencode
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Form, Header, HTTPException, Query, Request
@@ -18,6 +20,7 @@ from loguru import logger
 
 from outcall import calls_api, campaigns_api
 from outcall.call_store import CallFilter
+from outcall.campaign_store import CampaignError, CampaignStore
 from outcall.call_views import call_detail
 from outcall.calls_api import CallFilterDep, OutcomeCorrection, checked_cursor
 from outcall.campaigns import CampaignCreate, CampaignSettings, CampaignUpdate
@@ -120,13 +123,14 @@ async def sign_out(session: ChangeDep):
 # --- overview ---------------------------------------------------------------------------------
 
 
-def live_call(record: CallRecord) -> dict[str, Any]:
+def live_call(record: CallRecord, campaign_names: dict[str, str]) -> dict[str, Any]:
     """What the overview shows of a call, and what its live events carry."""
     last = record.transcript[-1] if record.transcript else None
     return {
         "id": record.id,
         "to_number": record.to_number,
         "campaign_id": record.campaign_id,
+        "campaign_name": campaign_names.get(record.campaign_id or "", ""),
         "status": record.status,
         "final": record.is_final,
         "created_at": record.created_at.isoformat(),
@@ -138,7 +142,11 @@ def live_call(record: CallRecord) -> dict[str, Any]:
     }
 
 
-async def running_campaigns(campaigns) -> list[dict[str, Any]]:
+async def campaign_names(campaigns: CampaignStore) -> dict[str, str]:
+    return {campaign.id: campaign.name for campaign in await campaigns.all()}
+
+
+async def running_campaigns(campaigns: CampaignStore) -> list[dict[str, Any]]:
     running = []
     for campaign in await campaigns.all():
         if campaign.status in ("running", "paused"):
@@ -162,7 +170,7 @@ async def overview(request: Request, store: CallStoreDep, campaigns: CampaignsDe
     figures = await store.figures(calls_api.start_of_today())
     return page(
         request, "overview.html",
-        calls=[live_call(r) for r in await store.in_progress()],
+        calls=[live_call(r, await campaign_names(campaigns)) for r in await store.in_progress()],
         figures=figures,
         campaigns=await running_campaigns(campaigns),
         since=datetime.now().astimezone().isoformat(),
@@ -178,7 +186,7 @@ async def calls_page(request: Request, session: SessionDep, store: CallStoreDep,
     records, next_cursor = await store.list(where, cursor=cursor, limit=50)
     filters = {k: v for k, v in request.query_params.items() if k != "cursor" and v}
     return page(request, "calls.html", calls=records, filters=filters, next_cursor=next_cursor,
-                query=lambda **extra: "&".join(f"{k}={v}" for k, v in {**filters, **extra}.items()))
+                query=lambda **extra: urlencode({**filters, **extra}))
 
 
 @router.get("/console/calls/export.csv")
@@ -187,9 +195,14 @@ async def export_calls(session: SessionDep, store: CallStoreDep, where: CallFilt
 
 
 @router.get("/console/calls/{call_id}")
-async def call_page(call_id: str, request: Request, session: SessionDep, store: CallStoreDep, settings: SettingsDep):
+async def call_page(call_id: str, request: Request, session: SessionDep, store: CallStoreDep, settings: SettingsDep,
+                    campaigns: CampaignsDep):
     record = await calls_api.get_call(call_id, store)
-    return page(request, "call.html", call=record, outcomes=settings.call_outcomes)
+    campaign = None
+    if record.campaign_id:
+        with contextlib.suppress(CampaignError):  # deleted since; its calls stay
+            campaign = await campaigns.get(record.campaign_id)
+    return page(request, "call.html", call=record, outcomes=settings.call_outcomes, campaign=campaign)
 
 
 @router.post("/console/calls/{call_id}/hangup")
@@ -240,16 +253,22 @@ async def events(
     """Changed calls as `call` events (the whole record when the page shows one call), and the
     overview's figures as `figures` after changes. Resumes from `Last-Event-ID`."""
     feed = request.app.state.call_feed
+    names = await campaign_names(campaigns) if call_id is None else {}
 
-    def event(record: CallRecord) -> ServerSentEvent:
-        data = call_detail(record).model_dump(mode="json") if call_id else live_call(record)
+    async def event(record: CallRecord) -> ServerSentEvent:
+        if call_id:
+            data = call_detail(record).model_dump(mode="json")
+        else:
+            if record.campaign_id and record.campaign_id not in names:
+                names.update(await campaign_names(campaigns))  # a campaign created since
+            data = live_call(record, names)
         return ServerSentEvent(event="call", data=data, id=record.updated_at.isoformat(), retry=1000)
 
     start = _since(last_event_id, since)
     if start is not None:
         for record in await store.changed_since(start - OVERLAP, limit=500):
             if call_id in (None, record.id):
-                yield event(record)
+                yield await event(record)
     async with feed.listen() as queue:
         while True:
             changed = await queue.get()
@@ -257,7 +276,7 @@ async def events(
                 return
             mine = [record for record in changed if call_id in (None, record.id)]
             for record in mine:
-                yield event(record)
+                yield await event(record)
             if mine and call_id is None:
                 figures = await store.figures(calls_api.start_of_today())
                 yield ServerSentEvent(
@@ -300,7 +319,9 @@ async def update_campaign(campaign_id: str, body: CampaignUpdate, session: Chang
 @router.post("/console/campaigns/{campaign_id}/contacts")
 async def import_contacts(campaign_id: str, request: Request, session: ChangeDep, campaigns: CampaignsDep,
                           phone_column: str | None = Query(None, max_length=100)):
-    return await campaigns_api.import_contacts(campaign_id, request, campaigns, phone_column=phone_column)
+    return await campaigns_api.import_contacts(
+        campaign_id, request, campaigns, phone_column=phone_column, timezone_column=None, encoding=None
+    )
 
 
 @router.post("/console/campaigns/{campaign_id}/delete")
@@ -344,7 +365,7 @@ async def add_to_do_not_call(request: Request, session: ChangeDep, do_not_call: 
         return page(request, "do_not_call.html", status_code=422, entries=entries, found=None, error=str(e), phone=phone,
                     next_after=None)
     await do_not_call.add([number], reason or None, "console")
-    return back_to(f"/console/do-not-call?phone={number.replace('+', '%2B')}")
+    return back_to(f"/console/do-not-call?{urlencode({'phone': number})}")
 
 
 @router.post("/console/do-not-call/remove")

@@ -48,6 +48,7 @@ function overview(table) {
         if (call.campaign_id) {
           const campaign = row.querySelector('[data-field="campaign"]');
           campaign.href = `/console/campaigns/${encodeURIComponent(call.campaign_id)}`;
+          campaign.textContent = call.campaign_name || "campaign";
           campaign.hidden = false;
         }
         row.querySelector('[data-field="hangup"]').action = `/console/calls/${encodeURIComponent(call.id)}/hangup`;
