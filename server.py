@@ -14,6 +14,7 @@ Routes:
 """
 
 import uuid
+from functools import partial
 from contextlib import asynccontextmanager
 
 import uvicorn
@@ -167,7 +168,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, han
             app.state.dispatcher.start()
         app.state.live_calls = LiveCalls()
         app.state.console_sessions = ConsoleSessions(settings)
-        app.state.call_feed = CallFeed(app.state.call_store)
+        app.state.call_feed = CallFeed(
+            app.state.call_store, partial(console_pages.overview_summary, app.state.call_store, app.state.campaigns)
+        )
         app.state.drain = Drain(app.state.live_calls, settings.shutdown_drain_secs, app.state.call_store, app.state.dispatcher)
         app.state.drain.before_exit = app.state.call_feed.close  # live pages let go, so uvicorn need not wait
         if handle_signals:

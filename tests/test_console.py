@@ -245,3 +245,25 @@ async def test_live_events_carry_each_change_of_a_call_from_the_database(vendors
                     break
         detail = json.loads(lines[-1][6:])
         assert detail["id"] == record["id"] and detail["transcript"] == record["transcript"]
+
+
+async def test_an_operator_hangs_up_a_live_call_from_the_console(vendors, server):
+    async def patient_callee(call):
+        await call.wait_for_bot_to_speak()
+        await asyncio.sleep(30)  # would stay on the line; the operator hangs up first
+
+    vendors.twilio.callee = patient_callee
+    response = await server.dialout({"to_number": CALLEE_NUMBER})
+    call_id = response.json()["call_id"]
+    call = vendors.twilio.calls[response.json()["call_sid"]]
+    await wait_for(lambda: call.stream_started_at, what="the call to be answered")
+    async with signed_in(server) as (client, token):
+        overview = (await client.get("/console")).text
+        assert f'action="/console/calls/{call_id}/hangup"' in overview
+        hung_up = await client.post(f"/console/calls/{call_id}/hangup", data={"csrf_token": token}, headers={"Origin": server.url})
+        assert hung_up.status_code == 303
+        await asyncio.wait_for(call.ended.wait(), 10)
+        await server.record(call_id, until=lambda r: r["status"] == "completed")
+        again = await client.post(f"/console/calls/{call_id}/hangup", data={"csrf_token": token}, headers={"Origin": server.url})
+        assert again.status_code == 409 and "already ended" in again.text and "<html" in again.text  # a page, not JSON
+    assert (await server.record(call_id))["end_reason"] == "api-hangup"

@@ -13,8 +13,9 @@ change's time, so a page that reconnects (`Last-Event-ID`) first gets what it mi
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from loguru import logger
 
@@ -22,16 +23,23 @@ from outcall.call_store import CallStore
 from outcall.models import CallRecord, utcnow
 
 POLL_SECS = 1.0
+SUMMARY_SECS = 5.0  # the overview's figures are recounted at most this often, once for all pages
 OVERLAP = timedelta(seconds=5)
 QUEUE_LIMIT = 100  # a page this far behind has stopped reading; it is dropped and reconnects
 
 
 class CallFeed:
-    """Polls for changed calls while pages listen, and hands each change to every listener."""
+    """Polls for changed calls while pages listen, and hands each change to every listener.
 
-    def __init__(self, store: CallStore, poll_secs: float = POLL_SECS):
+    Listeners get `("calls", [CallRecord, …])` and, after changes and at most every
+    `SUMMARY_SECS`, `("summary", summarise())`: figures counted once for every open page.
+    """
+
+    def __init__(self, store: CallStore, summarise: Callable[[], Awaitable[Any]], poll_secs: float = POLL_SECS):
         self.store = store
+        self.summarise = summarise
         self.poll_secs = poll_secs
+        self._summarised_at = 0.0
         self._listeners: set[asyncio.Queue] = set()
         self._task: asyncio.Task | None = None
         self._sent: dict[str, datetime] = {}
@@ -39,7 +47,7 @@ class CallFeed:
 
     @contextlib.asynccontextmanager
     async def listen(self) -> AsyncIterator[asyncio.Queue]:
-        """A queue of lists of changed records (None: the feed has closed, stop)."""
+        """A queue of (kind, data) items (None: the feed has closed, stop)."""
         queue: asyncio.Queue = asyncio.Queue(QUEUE_LIMIT)
         self._listeners.add(queue)
         if self._task is None or self._task.done():
@@ -59,21 +67,29 @@ class CallFeed:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _poll(self) -> None:
+        loop = asyncio.get_running_loop()
+        pending_summary = False
         while self._listeners:
             try:
                 changed = await self.changes()
+                if changed:
+                    self._broadcast(("calls", changed))
+                    pending_summary = True
+                if pending_summary and loop.time() - self._summarised_at >= SUMMARY_SECS:
+                    self._summarised_at, pending_summary = loop.time(), False
+                    self._broadcast(("summary", await self.summarise()))
             except Exception:
                 logger.exception("Console feed could not read changed calls; retrying")
-                changed = []
-            if changed:
-                for queue in list(self._listeners):
-                    try:
-                        queue.put_nowait(changed)
-                    except asyncio.QueueFull:
-                        self._listeners.discard(queue)
-                        queue.get_nowait()
-                        queue.put_nowait(None)
             await asyncio.sleep(self.poll_secs)
+
+    def _broadcast(self, item: tuple[str, Any]) -> None:
+        for queue in list(self._listeners):
+            try:
+                queue.put_nowait(item)
+            except asyncio.QueueFull:  # a page that stopped reading: it reconnects and catches up
+                self._listeners.discard(queue)
+                queue.get_nowait()
+                queue.put_nowait(None)
 
     async def changes(self) -> list[CallRecord]:
         """Records changed since the last look that have not been sent yet."""

@@ -19,7 +19,7 @@ from fastapi.templating import Jinja2Templates
 from loguru import logger
 
 from outcall import calls_api, campaigns_api
-from outcall.call_store import CallFilter
+from outcall.call_store import CallFilter, CallStore
 from outcall.campaign_store import CampaignError, CampaignStore
 from outcall.call_views import call_detail
 from outcall.calls_api import CallFilterDep, OutcomeCorrection, checked_cursor
@@ -270,18 +270,20 @@ async def events(
             if call_id in (None, record.id):
                 yield await event(record)
     async with feed.listen() as queue:
-        while True:
-            changed = await queue.get()
-            if changed is None:
-                return
-            mine = [record for record in changed if call_id in (None, record.id)]
-            for record in mine:
-                yield await event(record)
-            if mine and call_id is None:
-                figures = await store.figures(calls_api.start_of_today())
-                yield ServerSentEvent(
-                    event="figures", data={"figures": figures.__dict__, "campaigns": await running_campaigns(campaigns)}
-                )
+        while (item := await queue.get()) is not None:
+            kind, data = item
+            if kind == "calls":
+                for record in data:
+                    if call_id in (None, record.id):
+                        yield await event(record)
+            elif call_id is None:
+                yield ServerSentEvent(event="figures", data=data)
+
+
+async def overview_summary(store: CallStore, campaigns: CampaignStore) -> dict[str, Any]:
+    """What the overview redraws after changes: today's figures and the running campaigns."""
+    figures = await store.figures(calls_api.start_of_today())
+    return {"figures": figures.__dict__, "campaigns": await running_campaigns(campaigns)}
 
 
 # --- campaigns --------------------------------------------------------------------------------
