@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from call_harness import (  # noqa: E402
     ACCOUNT_SID,
+    API_KEY,
     AUTH_TOKEN,
     OUR_NUMBER,
     ROOT,
@@ -159,7 +160,24 @@ async def measure_latency(kind: str, twilio: TwilioEmulator, fakes: VendorFakes,
     return result
 
 
-async def measure_cost(kind: str, twilio: TwilioEmulator, fakes: VendorFakes, n: int, window: float, speech_timeout: float) -> CostResult:
+async def open_dashboards(server: BotServer, count: int) -> list[asyncio.Task]:
+    """`count` signed-in console overview pages, each holding its live event stream open."""
+
+    async def dashboard():
+        async with httpx.AsyncClient(base_url=server.url, timeout=None, headers={"Accept": "text/html"}) as page:
+            await page.post("/console/sign-in", data={"password": API_KEY}, headers={"Origin": server.url})
+            (await page.get("/console")).raise_for_status()
+            async with page.stream("GET", "/console/events", headers={"Accept": "text/event-stream"}) as events:
+                async for _ in events.aiter_bytes():
+                    pass
+
+    return [asyncio.create_task(dashboard()) for _ in range(count)]
+
+
+async def measure_cost(
+    kind: str, twilio: TwilioEmulator, fakes: VendorFakes, n: int, window: float, speech_timeout: float, dashboards: int = 0
+) -> CostResult:
+    """`dashboards`: console pages kept open on the server during the window (outcall only)."""
     server = await start_server(kind, twilio, fakes, speech_timeout)
     endpointing = VAD_STOP_SECS + speech_timeout
     logs: dict[str, CalleeLog] = {}
@@ -191,6 +209,7 @@ async def measure_cost(kind: str, twilio: TwilioEmulator, fakes: VendorFakes, n:
 
         synthesised_before = fakes.synthesised_secs()
         calls = await run_calls(server, twilio, n, callee, ramp_secs=min(3.0, 0.1 * n))
+        pages = await open_dashboards(server, dashboards)
         await asyncio.sleep(min(3.0, window))  # every call past its greeting and into conversation
         lag = LoopLag()
         lag.start()
@@ -201,6 +220,9 @@ async def measure_cost(kind: str, twilio: TwilioEmulator, fakes: VendorFakes, n:
             await asyncio.sleep(0.5)
         end, cpu_after = time.monotonic(), server.cpu_seconds()
         lags = lag.stop()
+        for page in pages:
+            page.cancel()
+        await asyncio.gather(*pages, return_exceptions=True)
         talking = False
         await asyncio.wait_for(asyncio.gather(*finished), 30)  # exchanges in progress finish
         await hang_up_all(calls)

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Select, and_, case, event, func, or_, select, update
+from sqlalchemy import Row, Select, Text, and_, case, cast, event, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outcall.call_events import add_event
@@ -350,19 +350,35 @@ class CallStore:
         last = records[limit - 1]
         return records[:limit], encode_cursor(last.created_at, last.id)
 
-    async def all(self, where: CallFilter | None = None, page_size: int = 1000) -> AsyncIterator[CallRecord]:
-        """Every matching call, newest first, a page per query: an export of any size in flat memory."""
+    async def rows(
+        self, columns: dict[str, str], where: CallFilter | None = None, page_size: int = 2000, as_text: set[str] = frozenset()
+    ) -> AsyncIterator[Row]:
+        """`columns` ({name in the row: attribute of CallRecord}) of every matching call, newest
+        first, a page per query: an export of any size in flat memory, without building records.
+        JSON columns named in `as_text` come as their stored text."""
+        selected = [
+            (cast(getattr(CallRecord, attr), Text) if name in as_text else getattr(CallRecord, attr)).label(name)
+            for name, attr in columns.items()
+        ]
+        keys = [CallRecord.created_at.label("_created_at"), CallRecord.id.label("_id")]
         cursor = None
         while True:
-            records, cursor = await self.list(where, cursor=cursor, limit=page_size)
-            for record in records:
-                yield record
-            if cursor is None:
+            page = await self._rows_page(select(*selected, *keys), where, cursor, page_size)
+            for row in page:
+                yield row
+            if len(page) < page_size:
                 return
+            cursor = encode_cursor(page[-1]._created_at, page[-1]._id)
+
+    @uninterrupted
+    async def _rows_page(self, query: Select, where: CallFilter | None, cursor: str | None, limit: int) -> list[Row]:
+        async with self.database.session() as session:  # Core, not the ORM: plain rows, no identity map
+            return list(await (await session.connection()).execute(self._page(where, cursor, limit, query)))
 
     @staticmethod
-    def _page(where: CallFilter | None, cursor: str | None, limit: int) -> Select:
-        query = select(CallRecord).order_by(CallRecord.created_at.desc(), CallRecord.id.desc()).limit(limit)
+    def _page(where: CallFilter | None, cursor: str | None, limit: int, query: Select | None = None) -> Select:
+        query = (query if query is not None else select(CallRecord))
+        query = query.order_by(CallRecord.created_at.desc(), CallRecord.id.desc()).limit(limit)
         if where:
             query = where.apply(query)
         if cursor:

@@ -3,12 +3,12 @@ CSV export."""
 
 import csv
 import io
-import json
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
+from sqlalchemy import Row
 
 from outcall.models import CallRecord
 from outcall.reports import TranscriptTurn
@@ -83,48 +83,50 @@ def call_detail(record: CallRecord) -> CallDetail:
     return CallDetail.model_validate(fields)
 
 
-EXPORT_COLUMNS = [
-    "id", "created_at", "to_number", "from_number", "campaign_id", "status", "answered_by", "end_reason",
-    "outcome", "outcome_notes", "callback_time", "ring_secs", "talk_secs", "summary", "variables", "metadata",
-    "transcript", "error", "recording_sid",
-]
+# The export's columns: {column in the file: attribute of CallRecord}. Variables and metadata are
+# read as their stored JSON text (nothing to decode and encode again), the transcript as turns.
+EXPORT_COLUMNS = {
+    name: name
+    for name in (
+        "id", "created_at", "to_number", "from_number", "campaign_id", "status", "answered_by", "end_reason",
+        "outcome", "outcome_notes", "callback_time", "ring_secs", "talk_secs", "summary", "variables", "metadata",
+        "transcript", "error", "recording_sid",
+    )
+} | {"metadata": "call_metadata"}
+EXPORT_AS_TEXT = {"variables", "metadata"}
 # Text that came from callees, CSV files or users: a spreadsheet must not run it as a formula.
 _FREE_TEXT = {"outcome_notes", "callback_time", "summary", "variables", "metadata", "transcript", "error"}
+_FREE = [name in _FREE_TEXT for name in EXPORT_COLUMNS]
+_TRANSCRIPT = list(EXPORT_COLUMNS).index("transcript")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def export_row(record: CallRecord) -> list[str]:
-    values = {
-        **{name: getattr(record, name) for name in EXPORT_COLUMNS if hasattr(record, name)},
-        "metadata": record.call_metadata,
-        "transcript": "\n".join(f"{turn['speaker']}: {turn['text']}" for turn in record.transcript or []),
-    }
-    row = []
-    for name in EXPORT_COLUMNS:
-        value = values.get(name)
-        if isinstance(value, dict):
-            value = json.dumps(value, ensure_ascii=False) if value else ""
+def export_row(row: Row) -> list[str]:
+    """One call as CSV cells; `row` holds EXPORT_COLUMNS in order (and may hold more after them)."""
+    cells = []
+    for index, (value, free) in enumerate(zip(row, _FREE)):
+        if index == _TRANSCRIPT:
+            value = "\n".join(f"{turn['speaker']}: {turn['text']}" for turn in value or [])
+        elif value is None or value in ("{}", "null"):
+            value = ""
         elif isinstance(value, datetime):
             value = value.isoformat()
-        text = "" if value is None else str(value)
-        row.append(_defused(text) if name in _FREE_TEXT else text)
-    return row
+        else:
+            value = str(value)
+        cells.append("'" + value if free and value.startswith(_FORMULA_START) else value)  # OWASP: CSV injection
+    return cells
 
 
-def _defused(text: str) -> str:
-    """OWASP's advice against CSV injection: a cell that starts like a formula starts with ' instead."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
-async def calls_csv(records: AsyncIterator[CallRecord], batch: int = 500) -> AsyncIterator[str]:
+async def calls_csv(rows: AsyncIterator[Row], batch: int = 500) -> AsyncIterator[str]:
     """The export as CSV text, a few hundred rows per chunk."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(EXPORT_COLUMNS)
-    rows = 0
-    async for record in records:
-        writer.writerow(export_row(record))
-        rows += 1
-        if rows % batch == 0:
+    count = 0
+    async for row in rows:
+        writer.writerow(export_row(row))
+        count += 1
+        if count % batch == 0:
             yield buffer.getvalue()
             buffer.seek(0)
             buffer.truncate()

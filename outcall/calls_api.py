@@ -19,7 +19,7 @@ from twilio.rest import Client as TwilioClient
 
 from outcall.api_errors import error_responses
 from outcall.call_store import CallFigures, CallFilter, CallStore, decode_cursor
-from outcall.call_views import CallDetail, CallList, call_detail, call_summary, calls_csv
+from outcall.call_views import EXPORT_AS_TEXT, EXPORT_COLUMNS, CallDetail, CallList, call_detail, call_summary, calls_csv
 from outcall.calls import CallClaimError, CallConfig
 from outcall.dependencies import SettingsDep, CallStoreDep, bearer_token, require_api_key, require_report_token, require_twilio
 from outcall.greetings import GreetingAudio
@@ -106,7 +106,7 @@ async def export_calls(store: CallStoreDep, where: CallFilterDep):
 
 def calls_csv_response(store: CallStore, where: CallFilter) -> StreamingResponse:
     return StreamingResponse(
-        calls_csv(store.all(where)),
+        calls_csv(store.rows(EXPORT_COLUMNS, where, as_text=EXPORT_AS_TEXT)),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="calls.csv"'},
     )

@@ -97,6 +97,20 @@ class CampaignStore:
             await session.delete(campaign)
 
     @uninterrupted
+    async def progress(self, campaign_ids: list[str]) -> dict[str, dict[str, int]]:
+        """Contacts per state for each campaign: one query over the contacts' index, for lists."""
+        query = (
+            select(Contact.campaign_id, Contact.state, func.count())
+            .where(Contact.campaign_id.in_(campaign_ids))
+            .group_by(Contact.campaign_id, Contact.state)
+        )
+        counts: dict[str, dict[str, int]] = {campaign_id: {} for campaign_id in campaign_ids}
+        async with self.database.session() as session:
+            for campaign_id, state, count in await session.execute(query):
+                counts[campaign_id][state] = count
+        return counts
+
+    @uninterrupted
     async def stats(self, campaign: Campaign) -> CampaignStats:
         async with self.database.session() as session:
             states = dict((await session.execute(

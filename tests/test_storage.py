@@ -163,8 +163,10 @@ async def test_listing_pages_through_every_call_once_newest_first(store, databas
     assert sorted(r.id for r in busy) == sorted(ids[:5])
     future, _ = await store.list(CallFilter(created_after=datetime.now(UTC) + timedelta(hours=1)))
     assert future == []
-    assert [r.id async for r in store.all(page_size=4)] == list(reversed(ids))
-    assert [r.id async for r in store.all(CallFilter(status="busy"), page_size=2)] == list(reversed(ids[:5]))
+    assert [r.id async for r in store.rows({"id": "id"}, page_size=4)] == list(reversed(ids))
+    assert [r.sid async for r in store.rows({"sid": "call_sid"}, CallFilter(status="busy"), page_size=2)] == [
+        f"CA{i}" for i in reversed(range(5))
+    ]
 
 
 @uninterrupted

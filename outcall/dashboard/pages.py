@@ -146,17 +146,20 @@ async def campaign_names(campaigns: CampaignStore) -> dict[str, str]:
     return {campaign.id: campaign.name for campaign in await campaigns.all()}
 
 
-async def running_campaigns(campaigns: CampaignStore) -> list[dict[str, Any]]:
-    running = []
-    for campaign in await campaigns.all():
-        if campaign.status in ("running", "paused"):
-            stats = await campaigns.stats(campaign)
-            running.append({
-                "id": campaign.id, "name": campaign.name, "status": campaign.status,
-                "status_reason": campaign.status_reason, "done": stats.done, "contacts": stats.contacts,
-                "in_progress": stats.in_progress,
-            })
-    return running
+async def campaign_progress(campaigns: CampaignStore, only_running: bool = False) -> list[dict[str, Any]]:
+    """Each campaign with its contacts done, in progress and in all (running and paused ones only
+    if `only_running`), counted in one query; the full stats are on each campaign's page."""
+    listed = [c for c in await campaigns.all() if not only_running or c.status in ("running", "paused")]
+    progress = await campaigns.progress([c.id for c in listed]) if listed else {}
+    rows = []
+    for campaign in listed:
+        states = progress[campaign.id]
+        rows.append({
+            "id": campaign.id, "name": campaign.name, "status": campaign.status, "status_reason": campaign.status_reason,
+            "contacts": sum(states.values()), "done": states.get(ContactState.DONE.value, 0),
+            "in_progress": states.get(ContactState.DIALING.value, 0) + states.get(ContactState.CALLING.value, 0),
+        })
+    return rows
 
 
 @router.get("/console")
@@ -167,12 +170,12 @@ async def overview(request: Request, store: CallStoreDep, campaigns: CampaignsDe
     if session is None:
         return back_to("/console/sign-in")
     request.state.console_session = session
-    figures = await store.figures(calls_api.start_of_today())
+    names = await campaign_names(campaigns)
     return page(
         request, "overview.html",
-        calls=[live_call(r, await campaign_names(campaigns)) for r in await store.in_progress()],
-        figures=figures,
-        campaigns=await running_campaigns(campaigns),
+        calls=[live_call(r, names) for r in await store.in_progress()],
+        figures=await store.figures(calls_api.start_of_today()),
+        campaigns=await campaign_progress(campaigns, only_running=True),
         since=datetime.now().astimezone().isoformat(),
     )
 
@@ -283,7 +286,7 @@ async def events(
 async def overview_summary(store: CallStore, campaigns: CampaignStore) -> dict[str, Any]:
     """What the overview redraws after changes: today's figures and the running campaigns."""
     figures = await store.figures(calls_api.start_of_today())
-    return {"figures": figures.__dict__, "campaigns": await running_campaigns(campaigns)}
+    return {"figures": figures.__dict__, "campaigns": await campaign_progress(campaigns, only_running=True)}
 
 
 # --- campaigns --------------------------------------------------------------------------------
@@ -291,10 +294,7 @@ async def overview_summary(store: CallStore, campaigns: CampaignStore) -> dict[s
 
 @router.get("/console/campaigns")
 async def campaigns_page(request: Request, session: SessionDep, campaigns: CampaignsDep):
-    listed = []
-    for campaign in await campaigns.all():
-        listed.append((campaign, await campaigns.stats(campaign)))
-    return page(request, "campaigns.html", campaigns=listed, defaults=CampaignSettings(timezone="UTC").model_dump(mode="json"))
+    return page(request, "campaigns.html", campaigns=await campaign_progress(campaigns), defaults=CampaignSettings(timezone="UTC").model_dump(mode="json"))
 
 
 @router.post("/console/campaigns", status_code=201)
