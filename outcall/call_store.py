@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Row, Select, Text, and_, case, cast, event, func, or_, select, update
+from sqlalchemy import Row, Select, Text, case, cast, event, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from outcall.call_events import add_event
@@ -381,11 +381,9 @@ class CallStore:
         query = query.order_by(CallRecord.created_at.desc(), CallRecord.id.desc()).limit(limit)
         if where:
             query = where.apply(query)
-        if cursor:
+        if cursor:  # a row-value comparison, which both engines answer from ix_calls_created
             at, call_id = decode_cursor(cursor)
-            query = query.where(
-                or_(CallRecord.created_at < at, and_(CallRecord.created_at == at, CallRecord.id < call_id))
-            )
+            query = query.where(tuple_(CallRecord.created_at, CallRecord.id) < tuple_(at, call_id))
         return query
 
     @uninterrupted

@@ -70,7 +70,7 @@ async def test_sign_in_sets_a_strict_session_cookie_the_api_does_not_accept(serv
         assert response.status_code == 303
         cookie = response.headers["set-cookie"]
         assert "outcall_console=" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
-        assert "Max-Age=43200" in cookie and API_KEY not in cookie
+        assert "Max-Age=43200" in cookie and API_KEY not in cookie and "Secure" not in cookie  # plain http here
         page = await client.get("/console/calls")
         assert page.status_code == 200 and API_KEY not in page.text
         assert "script-src 'self'" in page.headers["content-security-policy"]
@@ -267,3 +267,48 @@ async def test_an_operator_hangs_up_a_live_call_from_the_console(vendors, server
         again = await client.post(f"/console/calls/{call_id}/hangup", data={"csrf_token": token}, headers={"Origin": server.url})
         assert again.status_code == 409 and "already ended" in again.text and "<html" in again.text  # a page, not JSON
     assert (await server.record(call_id))["end_reason"] == "api-hangup"
+
+
+@pytest.mark.parametrize("server_overrides", [{"server_url": "https://console.example.com"}])
+async def test_behind_a_tls_proxy_the_public_origin_is_this_servers_own(server):
+    local = f"http://127.0.0.1:{server.settings.port}"
+    async with httpx.AsyncClient(base_url=local, headers={"Accept": "text/html"}) as client:
+        public = await client.post("/console/sign-in", data={"password": API_KEY},
+                                   headers={"Origin": "https://console.example.com", "Host": "console.example.com"})
+        assert public.status_code == 303 and "Secure" in public.headers["set-cookie"]
+        direct = await client.post("/console/sign-in", data={"password": API_KEY}, headers={"Origin": local})
+        assert direct.status_code == 303 and "Secure" not in direct.headers["set-cookie"]
+        lookalike = await client.post("/console/sign-in", data={"password": API_KEY}, headers={"Origin": "https://console.example.com.evil.example"})
+        assert lookalike.status_code == 403
+
+
+async def test_campaign_edits_deletion_the_do_not_call_list_and_settings_from_the_console(server):
+    campaign_id = (await server.post("/campaigns", {"name": "Spring", "settings": {"timezone": "UTC"}})).json()["id"]
+    async with signed_in(server) as (client, token):
+        change = {"X-CSRF-Token": token, "Origin": server.url}
+        bad = await client.post(f"/console/campaigns/{campaign_id}/settings", json={"settings": {"greeting": "Hi {"}}, headers=change)
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "settings", "greeting"]
+        good = await client.post(f"/console/campaigns/{campaign_id}/settings",
+                                 json={"name": "Spring 2027", "settings": {"greeting": "Hi {first_name}", "daily_cap": 50}}, headers=change)
+        assert good.status_code == 200 and good.json()["location"] == f"/console/campaigns/{campaign_id}"
+        stored = (await server.get(f"/campaigns/{campaign_id}")).json()
+        assert (stored["name"], stored["settings"]["greeting"], stored["settings"]["daily_cap"]) == ("Spring 2027", "Hi {first_name}", 50)
+
+        form = {"csrf_token": token}
+        assert (await client.post(f"/console/campaigns/{campaign_id}/delete", data=form, headers={"Origin": server.url})).status_code == 303
+        assert (await server.get(f"/campaigns/{campaign_id}")).status_code == 404
+
+        national = await client.post("/console/do-not-call", data={"phone": "(212) 555-0101", "csrf_token": token},
+                                     headers={"Origin": server.url})
+        assert national.status_code == 422 and "country code" in national.text
+        assert "is not on the list" in (await client.get("/console/do-not-call", params={"phone": "+12125550102"})).text
+        await client.post("/console/do-not-call", data={"phone": "+12125550101", "csrf_token": token}, headers={"Origin": server.url})
+        found = (await client.get("/console/do-not-call", params={"phone": "+1 212 555 0101"})).text
+        assert "+12125550101 is on the list (console)" in found
+        removed = await client.post("/console/do-not-call/remove", data={"phone": "+12125550101", "csrf_token": token},
+                                    headers={"Origin": server.url})
+        assert removed.status_code == 303 and (await server.get("/do-not-call/+12125550101")).status_code == 404
+
+        settings_page = (await client.get("/console/settings")).text
+        assert "Everything calls need is configured" in settings_page and API_KEY not in settings_page
+        assert "twilio-test-auth-token" not in settings_page and "test-stream-secret" not in settings_page

@@ -33,13 +33,15 @@ class CallFeed:
 
     Listeners get `("calls", [CallRecord, …])` and, after changes and at most every
     `SUMMARY_SECS`, `("summary", summarise())`: figures counted once for every open page.
+    `summary()` serves pages being loaded from the same count, while it is that fresh.
     """
 
     def __init__(self, store: CallStore, summarise: Callable[[], Awaitable[Any]], poll_secs: float = POLL_SECS):
         self.store = store
         self.summarise = summarise
         self.poll_secs = poll_secs
-        self._summarised_at = 0.0
+        self._summarised_at = float("-inf")
+        self._summary: Any = None
         self._listeners: set[asyncio.Queue] = set()
         self._task: asyncio.Task | None = None
         self._sent: dict[str, datetime] = {}
@@ -76,11 +78,18 @@ class CallFeed:
                     self._broadcast(("calls", changed))
                     pending_summary = True
                 if pending_summary and loop.time() - self._summarised_at >= SUMMARY_SECS:
-                    self._summarised_at, pending_summary = loop.time(), False
-                    self._broadcast(("summary", await self.summarise()))
+                    pending_summary = False
+                    self._broadcast(("summary", await self.summary(max_age=0)))
             except Exception:
                 logger.exception("Console feed could not read changed calls; retrying")
             await asyncio.sleep(self.poll_secs)
+
+    async def summary(self, max_age: float = SUMMARY_SECS) -> Any:
+        """The overview's figures, counted again if the last count is older than `max_age`."""
+        now = asyncio.get_running_loop().time()
+        if now - self._summarised_at > max_age:
+            self._summary, self._summarised_at = await self.summarise(), now
+        return self._summary
 
     def _broadcast(self, item: tuple[str, Any]) -> None:
         for queue in list(self._listeners):

@@ -32,6 +32,7 @@ from outcall.dashboard.sessions import (
     SessionDep,
     SessionsDep,
     current_session,
+    own_origins,
     same_origin,
 )
 from outcall.dependencies import CallStoreDep, CampaignsDep, DoNotCallDep, SettingsDep
@@ -65,8 +66,9 @@ def wants_page(request: Request, status_code: int) -> bool:
 def error_page(request: Request, status_code: int, message: Any) -> HTMLResponse:
     if isinstance(message, list):  # a validation error's details
         message = "; ".join(str(error.get("msg", error)) for error in message)
-    return page(request, "error.html", status_code=status_code, message=str(message),
-                back=request.headers.get("referer") if same_origin(request) else "/console")
+    referer = request.headers.get("referer", "")
+    own_page = any(referer.startswith(origin + "/console") for origin in own_origins(request))
+    return page(request, "error.html", status_code=status_code, message=str(message), back=referer if own_page else "/console")
 
 
 def back_to(path: str) -> RedirectResponse:
@@ -107,10 +109,16 @@ async def sign_in(request: Request, sessions: SessionsDep, password: Annotated[s
     logger.info(f"Console: operator {session.id} signed in from {client}")
     response = back_to("/console")
     response.set_cookie(
-        SESSION_COOKIE, cookie, max_age=sessions.max_age, httponly=True, samesite="strict",
-        secure=request.url.scheme == "https", path="/",
+        SESSION_COOKIE, cookie, max_age=sessions.max_age, httponly=True, samesite="strict", secure=over_https(request), path="/",
     )
     return response
+
+
+def over_https(request: Request) -> bool:
+    """Whether the browser reached us over https: directly, or through SERVER_URL's TLS proxy."""
+    server_url = request.app.state.settings.server_url or ""
+    proxied = server_url.startswith("https://") and request.headers.get("host") == server_url.removeprefix("https://")
+    return request.url.scheme == "https" or proxied
 
 
 @router.post("/console/sign-out")
@@ -171,11 +179,12 @@ async def overview(request: Request, store: CallStoreDep, campaigns: CampaignsDe
         return back_to("/console/sign-in")
     request.state.console_session = session
     names = await campaign_names(campaigns)
+    summary = await request.app.state.call_feed.summary()
     return page(
         request, "overview.html",
         calls=[live_call(r, names) for r in await store.in_progress()],
-        figures=await store.figures(calls_api.start_of_today()),
-        campaigns=await campaign_progress(campaigns, only_running=True),
+        figures=summary["figures"],
+        campaigns=summary["campaigns"],
         since=datetime.now().astimezone().isoformat(),
     )
 

@@ -17,6 +17,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -122,11 +123,22 @@ def require_session(request: Request, session: Annotated[ConsoleSession | None, 
 SessionDep = Annotated[ConsoleSession, Depends(require_session)]
 
 
+def own_origins(request: Request) -> set[str]:
+    """Where this server's pages come from: as this request reached it, and as SERVER_URL says
+    (behind a TLS-terminating proxy the two differ in scheme)."""
+    origins = {f"{request.url.scheme}://{request.url.netloc}"}
+    server_url = request.app.state.settings.server_url
+    if server_url:
+        parts = urlsplit(server_url)
+        origins.add(f"{parts.scheme}://{parts.netloc}")
+    return origins
+
+
 def same_origin(request: Request) -> bool:
     """False when the browser says the request comes from another site."""
     origin = request.headers.get("origin")
     if origin is not None:
-        return origin == f"{request.url.scheme}://{request.url.netloc}"
+        return origin in own_origins(request)
     return request.headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
 
 
