@@ -12,7 +12,7 @@ from outcall.call_events import CallEventDelivery
 from outcall.call_store import CallFilter, CallStore
 from outcall.calls import CallClaimError, CallConfig
 from outcall.database import Database, alembic_config, uninterrupted
-from outcall.models import CallEvent
+from outcall.models import CallEvent, utcnow
 from outcall.reports import CallReport, TranscriptTurn
 from outcall.stream_auth import issue_stream_token
 
@@ -187,3 +187,22 @@ async def test_delivered_events_are_pruned_after_the_retention_period_and_failur
     assert await delivery.prune() == 1
     assert (await events_of(database, old), await events_of(database, recent)) == ([], ["call.initiated"])
     assert await events_of(database, failed) == ["call.initiated"]  # given up: kept to be looked at
+
+
+async def test_the_console_feed_reads_a_burst_of_changes_through_and_each_change_once(store, database):
+    from outcall.dashboard.feed import PAGE, CallFeed
+
+    feed = CallFeed(store, summarise=lambda: None)
+    assert await feed.changes() == []
+    records = [CallStore.new_record(config(), variables={}, metadata={}, created_at=utcnow()) for _ in range(PAGE * 2 + 50)]
+
+    @uninterrupted
+    async def write_all():
+        async with database.write() as session:
+            session.add_all(records)
+
+    await write_all()  # more changes in one moment than one query reads
+    assert sorted(r.id for r in await feed.changes()) == sorted(r.id for r in records)
+    assert await feed.changes() == []  # nothing is sent twice
+    await store.dialed(records[0].id, "CA-burst")
+    assert [r.id for r in await feed.changes()] == [records[0].id]

@@ -25,6 +25,7 @@ from outcall.models import CallRecord, utcnow
 POLL_SECS = 1.0
 SUMMARY_SECS = 5.0  # the overview's figures are recounted at most this often, once for all pages
 OVERLAP = timedelta(seconds=5)
+PAGE, MAX_PAGES = 500, 20  # changed calls read per query, and queries per look
 QUEUE_LIMIT = 100  # a page this far behind has stopped reading; it is dropped and reconnects
 
 
@@ -101,13 +102,20 @@ class CallFeed:
                 queue.put_nowait(None)
 
     async def changes(self) -> list[CallRecord]:
-        """Records changed since the last look that have not been sent yet."""
-        records = await self.store.changed_since(self._watermark - OVERLAP, limit=500)
-        fresh = [r for r in records if self._sent.get(r.id) != r.updated_at]
-        for record in fresh:
-            self._sent[record.id] = record.updated_at
-        if records:
-            self._watermark = max(self._watermark, records[-1].updated_at)
+        """Records changed since the last look that have not been sent yet (read a page of
+        `PAGE` at a time, so a burst of changes is read through, never stuck on its first page)."""
+        since, fresh = self._watermark - OVERLAP, []
+        for _ in range(MAX_PAGES):
+            records = await self.store.changed_since(since, limit=PAGE)
+            for record in records:
+                if self._sent.get(record.id) != record.updated_at:
+                    self._sent[record.id] = record.updated_at
+                    fresh.append(record)
+            if records:
+                self._watermark = max(self._watermark, records[-1].updated_at)
+            if len(records) < PAGE or records[-1].updated_at == since:
+                break
+            since = records[-1].updated_at
         horizon = self._watermark - OVERLAP * 2
         self._sent = {call_id: at for call_id, at in self._sent.items() if at >= horizon}
         return fresh
