@@ -6,8 +6,9 @@ example builds its `bot.py`, served by a minimal FastAPI app (`POST /twiml`, `WS
 Same services as outcall (Deepgram, Gemini, Cartesia at 8 kHz), same Twilio serializer and
 transport, same Silero VAD; it differs only where the example does. Two things are aligned
 so the figures compare like with like: it says the same greeting through TTS (the example
-waits for the callee), and it ends turns on the same speech timeout as outcall's benchmark
-run (the example uses smart-turn, whose judgement of synthetic speech is not repeatable).
+waits for the callee), and it ends turns as outcall's server in the same run does: the same
+speech timeout, or (TURN_STOP=smart_turn) Pipecat's smart-turn v3, a model per call as the
+example has it.
 It logs at INFO (the example logs DEBUG, which would cost it CPU outcall does not spend).
 """
 
@@ -31,7 +32,8 @@ from pipecat.services.cartesia.tts import CartesiaTTSService
 from pipecat.services.deepgram.stt import DeepgramSTTService
 from pipecat.services.google.llm import GoogleLLMService
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
-from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
+from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
+from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy, TurnAnalyzerUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
 
@@ -39,6 +41,13 @@ logger.remove()
 logger.add(sys.stderr, level="INFO")
 
 GREETING = os.getenv("BOT_GREETING", "Hello! This is an automated assistant calling. Do you have a moment to talk?")
+
+
+def turn_stop_strategy():
+    """Smart-turn as the example has it (TURN_STOP=smart_turn), else the speech timeout."""
+    if os.getenv("TURN_STOP") == "smart_turn":
+        return TurnAnalyzerUserTurnStopStrategy(turn_analyzer=LocalSmartTurnAnalyzerV3())
+    return SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=float(os.getenv("USER_SPEECH_TIMEOUT_SECS", "0.6")))
 
 
 async def run_bot(transport: FastAPIWebsocketTransport):
@@ -61,9 +70,7 @@ async def run_bot(transport: FastAPIWebsocketTransport):
         context,
         user_params=LLMUserAggregatorParams(
             vad_analyzer=SileroVADAnalyzer(),
-            user_turn_strategies=UserTurnStrategies(
-                stop=[SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=float(os.getenv("USER_SPEECH_TIMEOUT_SECS", "0.6")))]
-            ),
+            user_turn_strategies=UserTurnStrategies(stop=[turn_stop_strategy()]),
         ),
     )
 

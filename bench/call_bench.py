@@ -354,15 +354,24 @@ if __name__ == "__main__":
     parser.add_argument("--turns", type=int, default=52, help="turns measured for latency (0 skips it)")
     parser.add_argument("--concurrency", type=int, default=4, help="concurrent calls in the latency run")
     parser.add_argument("--speech-timeout", type=float, default=0.3, help="turn-stop wait after VAD stop, both bots")
+    parser.add_argument("--turn-stop", choices=["speech_timeout", "smart_turn"], default="speech_timeout",
+                        help="how both servers end turns (smart_turn: outcall's default; --speech-timeout is then ignored)")
     parser.add_argument("--kinds", nargs="*", default=list(KINDS), choices=KINDS, help="which servers to measure")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--readme", action="store_true", help="replace the results block in README.md")
     args = parser.parse_args()
+    os.environ["BENCH_TURN_STOP"] = args.turn_stop
+    if args.turn_stop == "smart_turn":
+        args.speech_timeout = 0.0  # the model decides at VAD stop; overheads are measured from there
 
     results = asyncio.run(main(args))
     if set(args.kinds) != set(KINDS):
         sys.exit(0)  # the raw figures went to stderr; the tables compare both servers
-    text = f"Machine: {machine()}; endpointing wait {VAD_STOP_SECS + args.speech_timeout:.1f} s (VAD stop 0.2 s + speech timeout {args.speech_timeout} s).\n"
+    if args.turn_stop == "smart_turn":
+        turns = "turns ended by smart-turn v3 at VAD stop (0.2 s), both servers; overheads measured from VAD stop"
+    else:
+        turns = f"endpointing wait {VAD_STOP_SECS + args.speech_timeout:.1f} s (VAD stop 0.2 s + speech timeout {args.speech_timeout} s)"
+    text = f"Machine: {machine()}; {turns}.\n"
     if results["latency"]:
         text += "\n" + summarise_latency(results["latency"]) + "\n"
     if args.calls:

@@ -112,6 +112,11 @@ class BotServer:
             self.process.kill()
 
 
+def turn_stop() -> str:
+    """How the benchmarked servers end turns: call_bench.py --turn-stop sets BENCH_TURN_STOP."""
+    return os.environ.get("BENCH_TURN_STOP", "speech_timeout")
+
+
 def server_environment(kind: str, port: int, twilio: TwilioEmulator, fakes: VendorFakes, speech_timeout: float) -> dict:
     env = {
         **os.environ,
@@ -127,6 +132,7 @@ def server_environment(kind: str, port: int, twilio: TwilioEmulator, fakes: Vend
         "CARTESIA_URL": fakes.urls["cartesia"],
         "CARTESIA_API_URL": fakes.urls["cartesia_api"],
         "USER_SPEECH_TIMEOUT_SECS": str(speech_timeout),
+        "TURN_STOP": turn_stop(),  # both servers end turns the same way
         "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
     }
     if kind == "outcall":
@@ -136,7 +142,6 @@ def server_environment(kind: str, port: int, twilio: TwilioEmulator, fakes: Vend
             STREAM_SECRET="bench-stream-secret",
             TWILIO_PHONE_NUMBER=OUR_NUMBER,
             DATABASE_URL=f"sqlite+aiosqlite:///{tempfile.mkdtemp(prefix='outcall-bench-')}/outcall.db",
-            TURN_STOP="speech_timeout",
             IDLE_TIMEOUT_SECS="30",
         )
     return env

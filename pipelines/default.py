@@ -2,8 +2,8 @@
 
 Telephony audio is 8 kHz μ-law; every service runs at 8 kHz so nothing is resampled.
 Silero VAD (one model shared by the process's calls, see telephony_vad.py) hears speech start
-and stop; Pipecat's smart-turn v3 model (shipped inside pipecat) decides when the callee has
-finished their turn. The callee's audio goes no further than the user aggregator.
+and stop; Pipecat's smart-turn v3 model (shipped inside pipecat, one session per process, see
+smart_turn.py) decides when the callee has finished their turn. The callee's audio goes no further than the user aggregator.
 """
 
 import os
@@ -15,7 +15,6 @@ import certifi
 
 from google.genai.types import HttpOptions
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
-from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.processors.aggregators.dtmf_aggregator import DTMFAggregator
 from pipecat.processors.aggregators.llm_context import LLMContext
@@ -35,6 +34,7 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from outcall.settings import Settings
 from pipelines.callee_audio import StopCalleeAudio
 from pipelines.response_timer import ResponseTimer
+from pipelines.smart_turn import SharedSmartTurnAnalyzer
 from pipelines.telephony_vad import TelephonyVADAnalyzer
 
 SAMPLE_RATE = 8000
@@ -105,7 +105,7 @@ def create_turn_strategies(settings: Settings) -> UserTurnStrategies:
     if settings.turn_stop == "speech_timeout":
         stop = SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=settings.user_speech_timeout_secs)
     else:
-        stop = TurnAnalyzerUserTurnStopStrategy(turn_analyzer=LocalSmartTurnAnalyzerV3())
+        stop = TurnAnalyzerUserTurnStopStrategy(turn_analyzer=SharedSmartTurnAnalyzer())
     return UserTurnStrategies(stop=[stop])
 
 

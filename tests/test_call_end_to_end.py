@@ -2,6 +2,8 @@
 
 import asyncio
 
+import pytest
+
 from loguru import logger
 
 from tests.conftest import CALLEE_NUMBER, speech
@@ -86,3 +88,22 @@ async def test_calls_that_end_as_intended_log_no_error(vendors, server):
     finally:
         logger.remove(sink)
     assert errors == []
+
+
+@pytest.mark.parametrize("server_overrides", [{"turn_stop": "smart_turn"}])
+async def test_the_default_smart_turn_ends_the_callees_turns(vendors, server):
+    """The configuration users run: smart-turn v3 (one model shared by the process's calls)
+    decides when the callee has finished, and the bot answers each turn."""
+    async def callee(call):
+        await call.wait_for_bot_to_speak()
+        await call.say(speech("yes_this_is_ada"))
+        await call.wait_for_bot_to_speak()
+        await call.say(speech("thanks_goodbye"))
+
+    vendors.twilio.callee = callee
+    vendors.deepgram.transcripts = ["yes this is ada what is this about", "okay thank you goodbye"]
+    body = (await server.dialout({"to_number": CALLEE_NUMBER})).json()
+    await asyncio.wait_for(vendors.twilio.calls[body["call_sid"]].ended.wait(), 30)
+    record = await server.record(body["call_id"], until=lambda r: r["end_reason"] and r["summary"])
+    assert record["end_reason"] == "bot-ended"
+    assert [t["speaker"] for t in record["transcript"]] == ["bot", "callee", "bot", "callee", "bot"]

@@ -1,0 +1,67 @@
+"""Pipecat's smart-turn v3, shared by every call in the process.
+
+`LocalSmartTurnAnalyzerV3` loads its own ONNX session for each call (the model's weights and
+ONNX's arenas: most of a call's memory in the default configuration, and ~0.3 s of CPU as the
+call starts) and gives each call a thread of its own for inference. Here one session, loaded
+once, serves every call, and every call's inference runs on one executor sized to the machine's
+cores: inference stays off the event loop, a turn end on one call never waits behind more than
+a core's worth of others, and a burst of turn ends cannot start a thread per call.
+
+Each inference runs one thread (ONNX intra-op 1): calls are parallel with each other, not
+inside one inference, which on a busy server would only contend for the same cores.
+The analyzer's decisions are Pipecat's own: the same model, the same features, the same code
+(`tests/test_smart_turn.py` compares them with Pipecat's analyzer on recorded speech).
+"""
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+
+import onnxruntime as ort
+from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn
+from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
+
+MODEL = "smart-turn-v3.2-cpu.onnx"  # the model Pipecat bundles and loads by default
+
+_lock = threading.Lock()
+_session: ort.InferenceSession | None = None
+_executor: ThreadPoolExecutor | None = None
+
+
+def shared_session() -> ort.InferenceSession:
+    """The process's one smart-turn ONNX session, loaded on first use (ONNX's `run` may be
+    called from several threads at once)."""
+    global _session
+    with _lock:
+        if _session is None:
+            options = ort.SessionOptions()
+            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            options.inter_op_num_threads = 1
+            options.intra_op_num_threads = 1
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            model = resources.files("pipecat.audio.turn.smart_turn.data").joinpath(MODEL)
+            _session = ort.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
+        return _session
+
+
+def shared_executor() -> ThreadPoolExecutor:
+    """Where every call's smart-turn inference runs: a thread per core, no more."""
+    global _executor
+    with _lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="smart-turn")
+        return _executor
+
+
+class SharedSmartTurnAnalyzer(LocalSmartTurnAnalyzerV3):
+    """Pipecat's local smart-turn v3 analyzer on the process's shared session and executor."""
+
+    def __init__(self, **kwargs):
+        BaseSmartTurn.__init__(self, **kwargs)  # LocalSmartTurnAnalyzerV3's own would load a session
+        self._log_data = False
+        self._session = shared_session()
+
+    @property
+    def _model_executor(self) -> ThreadPoolExecutor:
+        return shared_executor()
