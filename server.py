@@ -154,7 +154,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, han
         app.state.campaigns = CampaignStore(database, clock)
         app.state.do_not_call = DoNotCallList(database)
         app.state.twilio = create_twilio_client(settings) if settings.twilio_account_sid else None
-        app.state.greetings = GreetingAudio(settings, settings.greeting_cache_mb * 2**20)
+        app.state.greetings = GreetingAudio(settings, settings.greeting_cache_mb * 2**20, database)
         reconciler = None
         if app.state.twilio:
             reconciler = CallReconciler(app.state.call_store, app.state.twilio, settings.max_call_duration_secs)

@@ -1,10 +1,11 @@
-"""The tables: calls, the outbox of call events, campaigns, their contacts, and the do-not-call list."""
+"""The tables: calls, the outbox of call events, campaigns, their contacts, the do-not-call list,
+and greetings handed from the process that synthesised them to the one the stream reached."""
 
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from outcall.database import UTCDateTime
@@ -166,3 +167,14 @@ class DoNotCall(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(16))  # api, import, cli, outcome
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SynthesisedGreeting(Base):
+    """A greeting's audio, synthesised while the phone rang, for whichever process the call's
+    stream reaches (outcall/greetings.py). Kept minutes, not days: it is a hand-off."""
+
+    __tablename__ = "greeting_audio"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of text, voice and model
+    audio: Mapped[bytes] = mapped_column(LargeBinary)  # 8 kHz μ-law
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -3,9 +3,10 @@ pipeline has connected to any speech service."""
 
 import asyncio
 
+import httpx
 import pytest
 
-from tests.conftest import CALLEE_NUMBER, free_port, speech
+from tests.conftest import API_KEY, CALLEE_NUMBER, SHUTDOWN_GRACE_SECS, free_port, make_settings, speech, start_server
 
 GREETING = "Hi {name}, this is Sam from Acme Clinic."
 
@@ -70,3 +71,33 @@ async def test_without_the_rest_api_the_bot_says_the_greeting_live(vendors, serv
     assert vendors.cartesia.bytes_requests == []
     assert vendors.cartesia.requests[0]["transcript"].startswith("Hi Ada, this is Sam")
 
+
+
+async def test_a_greeting_reaches_another_server_process_through_the_database(vendors, tmp_path):
+    """WORKERS > 1 or several instances: the process that placed the call synthesised the
+    greeting; the one the stream reaches plays it all the same."""
+    database_url = f"sqlite+aiosqlite:///{tmp_path}/shared.db"
+    streams_port, dialer_port = free_port(), free_port()
+    streams = make_settings(vendors, streams_port, database_url=database_url)
+    dialer = make_settings(vendors, dialer_port, database_url=database_url, server_url=streams.server_url)
+    servers = [await start_server(streams), await start_server(dialer)]
+    try:
+        vendors.twilio.callee = converse
+        vendors.deepgram.transcripts = ["okay thank you goodbye"]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{dialer_port}", timeout=30) as client:
+            body = {"to_number": CALLEE_NUMBER, "variables": {"name": "Ada"}, "greeting": GREETING}
+            response = await client.post("/dialout", json=body, headers={"X-API-Key": API_KEY})
+        assert response.status_code == 200, response.text
+        call = vendors.twilio.calls[response.json()["call_sid"]]
+        await asyncio.wait_for(call.ended.wait(), 30)
+        assert call.stream_url.startswith(streams.server_url.replace("http", "ws"))  # the other process's stream
+
+        [request] = vendors.cartesia.bytes_requests  # synthesised once, by the dialing process
+        assert request["transcript"] == "Hi Ada, this is Sam from Acme Clinic."
+        live = [r.get("transcript", "") for r in vendors.cartesia.requests]
+        assert not any("Acme Clinic" in text for text in live)  # the streaming process never said it live
+        assert call.heard_seconds() >= len(request["transcript"]) * 0.012
+    finally:
+        for server, _ in servers:
+            server.should_exit = True
+        await asyncio.wait_for(asyncio.gather(*(task for _, task in servers)), SHUTDOWN_GRACE_SECS + 15)
