@@ -148,7 +148,7 @@ async def measure_latency(kind: str, twilio: TwilioEmulator, fakes: VendorFakes,
         warm_up = await run_calls(server, twilio, 1, lambda call: call.wait_for_bot_to_speak())
         await asyncio.sleep(1)
         await hang_up_all(warm_up)
-        calls = await run_calls(server, twilio, concurrency, callee)
+        calls = await run_calls(server, twilio, concurrency, callee, ramp_secs=float(os.environ.get("BENCH_RAMP_SECS", "0")))
         while len(done) < concurrency:
             await asyncio.sleep(0.05)
         await asyncio.gather(*done)
@@ -328,7 +328,7 @@ def write_readme(text: str) -> None:
 async def main(args) -> dict:
     fakes = VendorFakes(REPLY_CHARS)
     twilio = await TwilioEmulator(ACCOUNT_SID, AUTH_TOKEN, {OUR_NUMBER}).start()
-    twilio.ring_secs = 0.0
+    twilio.ring_secs = args.ring_secs
     latency: dict[str, LatencyResult] = {}
     cost: dict[str, list[CostResult]] = {kind: [] for kind in args.kinds}
     try:
@@ -359,8 +359,18 @@ if __name__ == "__main__":
     parser.add_argument("--kinds", nargs="*", default=list(KINDS), choices=KINDS, help="which servers to measure")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--readme", action="store_true", help="replace the results block in README.md")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="outcall's WORKERS (> 1 needs --database-url postgresql+asyncpg://…; latency figures only: "
+                             "CPU and memory are read from one process)")
+    parser.add_argument("--database-url", help="outcall's DATABASE_URL (default: a fresh SQLite file)")
+    parser.add_argument("--ring-secs", type=float, default=0.0, help="how long each phone rings before it is answered")
+    parser.add_argument("--ramp-secs", type=float, default=0.0, help="spread the latency run's calls over this long")
     args = parser.parse_args()
     os.environ["BENCH_TURN_STOP"] = args.turn_stop
+    os.environ["BENCH_WORKERS"] = str(args.workers)
+    os.environ["BENCH_RAMP_SECS"] = str(args.ramp_secs)
+    if args.database_url:
+        os.environ["BENCH_DATABASE_URL"] = args.database_url
     if args.turn_stop == "smart_turn":
         args.speech_timeout = 0.0  # the model decides at VAD stop; overheads are measured from there
 

@@ -141,7 +141,9 @@ def server_environment(kind: str, port: int, twilio: TwilioEmulator, fakes: Vend
             DIALOUT_API_KEY=API_KEY,
             STREAM_SECRET="bench-stream-secret",
             TWILIO_PHONE_NUMBER=OUR_NUMBER,
-            DATABASE_URL=f"sqlite+aiosqlite:///{tempfile.mkdtemp(prefix='outcall-bench-')}/outcall.db",
+            DATABASE_URL=os.environ.get("BENCH_DATABASE_URL")
+            or f"sqlite+aiosqlite:///{tempfile.mkdtemp(prefix='outcall-bench-')}/outcall.db",
+            WORKERS=os.environ.get("BENCH_WORKERS", "1"),
             IDLE_TIMEOUT_SECS="30",
         )
     return env

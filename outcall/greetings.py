@@ -43,7 +43,7 @@ class GreetingAudio:
         self.max_bytes = max_bytes
         self.database = database
         self._audio: OrderedDict[tuple, bytes] = OrderedDict()
-        self._pending: dict[tuple, asyncio.Task] = {}
+        self._pending: dict[tuple, asyncio.Future] = {}
         self._tasks: set[asyncio.Task] = set()
         self._session: aiohttp.ClientSession | None = None
 
@@ -65,9 +65,8 @@ class GreetingAudio:
             if self.database is not None:
                 self._spawn(self._shared_safely(self._publish(_digest(key), self._audio[key])))
             return
-        task = self._spawn(self._synthesise(key))
-        self._pending[key] = task
-        task.add_done_callback(lambda _: self._pending.pop(key, None))
+        self._pending[key] = asyncio.get_running_loop().create_future()  # resolved once the audio is here
+        self._spawn(self._synthesise(key))
 
     def _spawn(self, coroutine) -> asyncio.Task:
         task = asyncio.create_task(coroutine)
@@ -110,9 +109,21 @@ class GreetingAudio:
             await self._session.close()
 
     async def _synthesise(self, key: tuple) -> None:
+        """Synthesise the greeting; offer it to other processes alongside, never in its way."""
+        digest = _digest(key)
+        coming = self._spawn(self._shared_safely(self._publish(digest, b""))) if self.database is not None else None
+        try:
+            audio = await self._request_synthesis(key)
+            if audio:
+                self._remember(key, audio)
+        finally:
+            self._pending.pop(key).set_result(None)  # callers in this process go on at once
+        if coming is not None:
+            await coming
+            await self._shared_safely(self._publish(digest, audio) if audio else self._withdraw(digest))
+
+    async def _request_synthesis(self, key: tuple) -> bytes | None:
         text, voice, model = key
-        if self.database is not None:
-            await self._shared_safely(self._publish(_digest(key), b""))
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         body = {
@@ -124,18 +135,12 @@ class GreetingAudio:
         headers = {"X-API-Key": self.settings.secret("cartesia_api_key") or "", "Cartesia-Version": CARTESIA_VERSION}
         try:
             async with self._session.post(f"{self.settings.cartesia_api_url}/tts/bytes", json=body, headers=headers) as response:
-                if response.status != 200:
-                    logger.warning(f"Greeting not synthesised ahead (Cartesia HTTP {response.status}): the bot will say it live")
-                    audio = None
-                else:
-                    audio = await response.read()
+                if response.status == 200:
+                    return await response.read()
+                logger.warning(f"Greeting not synthesised ahead (Cartesia HTTP {response.status}): the bot will say it live")
         except (aiohttp.ClientError, TimeoutError) as e:
             logger.warning(f"Greeting not synthesised ahead ({type(e).__name__}): the bot will say it live")
-            audio = None
-        if audio:
-            self._remember(key, audio)
-        if self.database is not None:
-            await self._shared_safely(self._publish(_digest(key), audio) if audio else self._withdraw(_digest(key)))
+        return None
 
     def _remember(self, key: tuple, audio: bytes) -> None:
         self._audio[key] = audio
@@ -159,9 +164,10 @@ class GreetingAudio:
         async with self.database.write() as session:
             row = {"key": digest, "audio": audio, "created_at": utcnow()}
             await session.execute(insert_ignoring_duplicates(session.bind.dialect.name, SynthesisedGreeting), [row])
-            await session.execute(
-                update(SynthesisedGreeting).where(SynthesisedGreeting.key == digest).values(audio=audio, created_at=row["created_at"])
-            )
+            if audio:  # a mark never hides audio another process has already offered
+                await session.execute(
+                    update(SynthesisedGreeting).where(SynthesisedGreeting.key == digest).values(audio=audio, created_at=row["created_at"])
+                )
             stale = utcnow() - timedelta(seconds=SHARED_SECS)
             await session.execute(delete(SynthesisedGreeting).where(SynthesisedGreeting.created_at < stale))
 
