@@ -354,8 +354,8 @@ if __name__ == "__main__":
     parser.add_argument("--turns", type=int, default=52, help="turns measured for latency (0 skips it)")
     parser.add_argument("--concurrency", type=int, default=4, help="concurrent calls in the latency run")
     parser.add_argument("--speech-timeout", type=float, default=0.3, help="turn-stop wait after VAD stop, both bots")
-    parser.add_argument("--turn-stop", choices=["speech_timeout", "smart_turn"], default="speech_timeout",
-                        help="how both servers end turns (smart_turn: outcall's default; --speech-timeout is then ignored)")
+    parser.add_argument("--turn-stop", choices=["smart_turn", "speech_timeout"], default="smart_turn",
+                        help="how both servers end turns (smart_turn, outcall's default, ignores --speech-timeout)")
     parser.add_argument("--kinds", nargs="*", default=list(KINDS), choices=KINDS, help="which servers to measure")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--readme", action="store_true", help="replace the results block in README.md")

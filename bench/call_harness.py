@@ -114,7 +114,7 @@ class BotServer:
 
 def turn_stop() -> str:
     """How the benchmarked servers end turns: call_bench.py --turn-stop sets BENCH_TURN_STOP."""
-    return os.environ.get("BENCH_TURN_STOP", "speech_timeout")
+    return os.environ.get("BENCH_TURN_STOP", "smart_turn")
 
 
 def server_environment(kind: str, port: int, twilio: TwilioEmulator, fakes: VendorFakes, speech_timeout: float) -> dict:
