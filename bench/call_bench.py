@@ -52,6 +52,7 @@ from call_harness import (  # noqa: E402
     place_call,
     recorded_latencies_ms,
     start_server,
+    turn_stop,
     vad_verdict_delay,
 )
 from tests.fakes.twilio import VOICED_RMS, EmulatedCall, TwilioEmulator  # noqa: E402
@@ -86,6 +87,12 @@ class CostResult:
     overhead_p50_ms: float | None
     audio_received_share: float
     load_generator_lag_p99_ms: float
+
+
+def endpointing_secs(speech_timeout: float) -> float:
+    """The wait both servers are configured to make after the callee's speech: VAD stop, where
+    smart-turn decides, plus the speech timeout when turns end on that instead."""
+    return VAD_STOP_SECS + (speech_timeout if turn_stop() == "speech_timeout" else 0.0)
 
 
 async def conversation(call: EmulatedCall, turns: int, endpointing: float, result: LatencyResult, barge_in: bool):
@@ -132,7 +139,7 @@ async def hang_up_all(calls: list[EmulatedCall]) -> None:
 async def measure_latency(kind: str, twilio: TwilioEmulator, fakes: VendorFakes, turns: int, concurrency: int, speech_timeout: float) -> LatencyResult:
     server = await start_server(kind, twilio, fakes, speech_timeout)
     result = LatencyResult()
-    endpointing = VAD_STOP_SECS + speech_timeout
+    endpointing = endpointing_secs(speech_timeout)
     try:
         per_call = max(1, turns // concurrency)
         done: list[asyncio.Future] = []
@@ -179,7 +186,7 @@ async def measure_cost(
 ) -> CostResult:
     """`dashboards`: console pages kept open on the server during the window (outcall only)."""
     server = await start_server(kind, twilio, fakes, speech_timeout)
-    endpointing = VAD_STOP_SECS + speech_timeout
+    endpointing = endpointing_secs(speech_timeout)
     logs: dict[str, CalleeLog] = {}
     overheads: list[float] = []
     talking = True
@@ -371,8 +378,6 @@ if __name__ == "__main__":
     os.environ["BENCH_RAMP_SECS"] = str(args.ramp_secs)
     if args.database_url:
         os.environ["BENCH_DATABASE_URL"] = args.database_url
-    if args.turn_stop == "smart_turn":
-        args.speech_timeout = 0.0  # the model decides at VAD stop; overheads are measured from there
 
     results = asyncio.run(main(args))
     if set(args.kinds) != set(KINDS):

@@ -98,18 +98,17 @@ EXPORT_COLUMNS = {
 EXPORT_AS_TEXT = {"variables", "metadata", "transcript"}
 # Text that came from callees, CSV files or users: a spreadsheet must not run it as a formula.
 _FREE_TEXT = {"outcome_notes", "callback_time", "summary", "variables", "metadata", "transcript", "error"}
-_FREE = [name in _FREE_TEXT for name in EXPORT_COLUMNS]
-_TRANSCRIPT = list(EXPORT_COLUMNS).index("transcript")
+_KINDS = [(name == "transcript", name in EXPORT_AS_TEXT, name in _FREE_TEXT) for name in EXPORT_COLUMNS]
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def export_row(row: Row) -> list[str]:
     """One call as CSV cells; `row` holds EXPORT_COLUMNS in order (and may hold more after them)."""
     cells = []
-    for index, (value, free) in enumerate(zip(row, _FREE)):
-        if index == _TRANSCRIPT:
+    for value, (transcript, stored_json, free) in zip(row, _KINDS):
+        if transcript:
             value = "\n".join(f"{turn['speaker']}: {turn['text']}" for turn in json.loads(value or "[]"))
-        elif value is None or value in ("{}", "null"):
+        elif value is None or (stored_json and value in ("{}", "null")):
             value = ""
         elif isinstance(value, datetime):
             value = value.isoformat()

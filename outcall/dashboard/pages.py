@@ -7,6 +7,7 @@ nor skip its validation. Pages are Jinja2 templates with autoescaping; the only 
 """
 
 import contextlib
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlencode
@@ -295,7 +296,7 @@ async def events(
 async def overview_summary(store: CallStore, campaigns: CampaignStore) -> dict[str, Any]:
     """What the overview redraws after changes: today's figures and the running campaigns."""
     figures = await store.figures(calls_api.start_of_today())
-    return {"figures": figures.__dict__, "campaigns": await campaign_progress(campaigns, only_running=True)}
+    return {"figures": asdict(figures), "campaigns": await campaign_progress(campaigns, only_running=True)}
 
 
 # --- campaigns --------------------------------------------------------------------------------
