@@ -4,7 +4,8 @@
 (`uv run bot.py -t twilio -x <ngrok host>`); the dial-out server's `/ws` calls `run_call()`.
 
 How a call flows:
-1. Twilio opens the stream; its `start` message carries the call id and a stream token.
+1. Twilio opens the stream; its `start` message carries the call id and a stream token. (The
+   console's test phone opens it the same way, from a browser: outcall/browser_calls.py.)
 2. The token is checked before any speech or LLM service starts; a bad one closes the socket (1008).
 3. The call's config (prompt, greeting, …) is claimed from the server with that token.
 4. The bot greets at once (or waits for the callee), then listens, thinks and speaks. A greeting
@@ -13,8 +14,9 @@ How a call flows:
    transfer number is set, `transfer_call`. Keys the callee presses reach the LLM as text.
 5. After each turn the bot reports the transcript to the server (`/calls/{id}/report`).
 6. The LLM's `end_call` tool, silence, the time limit, or the server draining for a shutdown
-   ends the pipeline; the serializer then hangs the call up through Twilio's REST API. A
-   callee hang-up ends it at once; a transfer hands the call to Twilio's `<Dial>`.
+   ends the pipeline; the serializer then hangs the call up through Twilio's REST API (a test
+   call has no Twilio call: closing the socket ends it). A callee hang-up ends it at once; a
+   transfer hands the call to Twilio's `<Dial>`.
 7. A one-request summary (and the outcome, if the LLM recorded none), then the final report.
 
 Steps 1–3 are the functions below; from step 4 on, a call is a `CallSession`, whose methods are
@@ -49,7 +51,7 @@ from outcall.reports import CallProgress, CallReporter, RecordedOutcome, Transcr
 from outcall.server_link import HttpServerLink, ServerLink
 from outcall.settings import Settings
 from outcall.stream_auth import StreamTokenError, verify_stream_token
-from outcall.values import EndReason, utcnow
+from outcall.values import Channel, EndReason, utcnow
 from pipelines.call_tools import KEYPAD, call_tools
 from pipelines.default import SAMPLE_RATE, build_pipeline, google_http_options
 from pipelines.summary import DEFAULT_SUMMARY_PROMPT, summarise_call
@@ -78,7 +80,7 @@ async def run_call(runner_args: WebSocketRunnerArguments, settings: Settings, se
     greeting_secs = None
     if config.greeting_audio and not config.wait_for_callee:
         greeting_secs = await play_greeting(websocket, call_data.stream_id or "", base64.b64decode(config.greeting_audio))
-    serializer = create_twilio_serializer(call_data, settings)
+    serializer = create_twilio_serializer(call_data, settings, hang_up=config.channel == Channel.PHONE)
     transport = create_twilio_transport(websocket, serializer)
     session = CallSession(transport, serializer, config, settings, server, greeting_secs=greeting_secs)
     await session.run(handle_sigint=runner_args.handle_sigint)
@@ -136,13 +138,15 @@ def development_runner_config(
     )
 
 
-def create_twilio_serializer(call_data: CallData, settings: Settings) -> CallStreamSerializer:
+def create_twilio_serializer(call_data: CallData, settings: Settings, hang_up: bool = True) -> CallStreamSerializer:
+    """`hang_up`: end the Twilio call through the REST API when the bot ends (a test call has none)."""
     return CallStreamSerializer(
         stream_sid=call_data.stream_id or "",
         call_sid=call_data.call_id,
         account_sid=settings.twilio_account_sid,
         auth_token=settings.secret("twilio_auth_token"),
         base_url=settings.twilio_api_base_url,
+        params=CallStreamSerializer.InputParams(auto_hang_up=hang_up),
     )
 
 

@@ -5,7 +5,8 @@
 Routes:
 - POST /dialout                 start a call (API key)
 - POST /twiml                   Twilio asks what to do with the answered call (Twilio signature)
-- WS   /ws                      Twilio's media stream, when the bot runs in this process (Twilio signature + stream token)
+- WS   /ws                      Twilio's media stream, when the bot runs in this process (Twilio signature + stream token),
+                                or the console's test phone speaking the same protocol (session + Origin + stream token)
 - /calls…                       call records, hang-up; the bot's claim and reports (outcall/calls_api.py)
 - /campaigns…                   campaigns and their contacts (outcall/campaigns_api.py)
 - /do-not-call…                 the do-not-call list (outcall/do_not_call_api.py)
@@ -29,8 +30,8 @@ from pipecat.runner.types import WebSocketRunnerArguments
 from pydantic import ValidationError
 
 import bot
-from outcall import calls_api, campaigns_api, do_not_call_api, prompts, twilio_webhooks
-from outcall.api_errors import error_responses
+from outcall import browser_calls, calls_api, campaigns_api, do_not_call_api, prompts, twilio_webhooks
+from outcall.api_errors import error_responses, unprocessable
 from outcall.call_events import CallEventDelivery
 from outcall.call_store import CallStore
 from outcall.dashboard import pages as console_pages
@@ -51,6 +52,7 @@ from outcall.request_body import non_finite_number
 from outcall.dependencies import SettingsDep, CallStoreDep, require_api_key
 from outcall.settings import Settings
 from outcall.stream_auth import issue_stream_token
+from outcall.values import Channel
 from outcall.twilio_api import (
     TWIML_MAX_CHARS,
     TwilioCallError,
@@ -85,29 +87,39 @@ def build_call_config(request: DialoutRequest, settings: Settings) -> CallConfig
     """Render the call's templates now, so a missing value is a 422, not a mid-call surprise."""
     from_number = request.from_number or settings.twilio_phone_number
     if not from_number:
-        raise _unprocessable("from_number", "from_number is required: the server has no TWILIO_PHONE_NUMBER default")
+        raise unprocessable("from_number", "from_number is required: the server has no TWILIO_PHONE_NUMBER default")
     try:
         return render_call_config(
             settings, request, call_id=str(uuid.uuid4()), to_number=request.to_number, from_number=from_number
         )
     except prompts.TemplateError as e:
-        raise _unprocessable(e.field, str(e))
-
-
-def _unprocessable(field: str, message: str) -> HTTPException:
-    return HTTPException(422, [{"loc": ["body", field], "msg": message, "type": "value_error"}])
+        raise unprocessable(e.field, str(e))
 
 
 class InProcessServerLink:
-    """What a bot running inside this server uses to reach it: the same code, without HTTP."""
+    """What a bot running inside this server uses to reach it: the same code, without HTTP.
 
-    def __init__(self, app: FastAPI):
+    `channel`: what opened the stream (Twilio, or the console's test phone); a call can only be
+    claimed over the channel it was made for."""
+
+    def __init__(self, app: FastAPI, channel: Channel = Channel.PHONE):
         self.app = app
+        self.channel = channel
         self.settings: Settings = app.state.settings
         self.store: CallStore = app.state.call_store
+        self.claimed_call_id: str | None = None
 
     async def claim(self, call_id: str, stream_token: str) -> CallConfig:
-        return await calls_api.claim_call(self.store, self.app.state.greetings, self.settings, call_id, stream_token)
+        config = await calls_api.claim_call(
+            self.store, self.app.state.greetings, self.settings, call_id, stream_token, self.channel
+        )
+        self.claimed_call_id = call_id
+        return config
+
+    async def stream_closed(self) -> None:
+        """A test call ends when its socket does: no Twilio status callback will say so."""
+        if self.channel == Channel.BROWSER and self.claimed_call_id:
+            await self.store.browser_call_ended(self.claimed_call_id)
 
     async def report(self, config: CallConfig, report: CallReport) -> None:
         await self.store.apply_report(config.call_id, report)
@@ -155,10 +167,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, han
         app.state.do_not_call = DoNotCallList(database)
         app.state.twilio = create_twilio_client(settings) if settings.twilio_account_sid else None
         app.state.greetings = GreetingAudio(settings, settings.greeting_cache_mb * 2**20, database)
-        reconciler = None
-        if app.state.twilio:
-            reconciler = CallReconciler(app.state.call_store, app.state.twilio, settings.max_call_duration_secs)
-            reconciler.start()
+        reconciler = CallReconciler(app.state.call_store, app.state.twilio, settings.max_call_duration_secs)
+        reconciler.start()
         app.state.dispatcher = None
         if settings.dialer_enabled and app.state.twilio and not calling_not_configured(settings):
             app.state.dispatcher = Dispatcher(
@@ -179,8 +189,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, han
         await app.state.call_feed.close()
         if app.state.dispatcher:
             await app.state.dispatcher.stop()
-        if reconciler:
-            await reconciler.stop()
+        await reconciler.stop()
         if delivery:
             await delivery.stop()
         await app.state.greetings.close()
@@ -283,13 +292,20 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, han
 
     @app.websocket("/ws")
     async def media_stream(websocket: WebSocket):
-        if not twilio_signed_stream(websocket, settings):
-            logger.warning("Refused a media stream without a valid X-Twilio-Signature")
+        if twilio_signed_stream(websocket, settings):
+            channel = Channel.PHONE
+        elif browser_calls.console_socket(websocket, websocket.app.state.console_sessions, settings):
+            channel = Channel.BROWSER
+        else:
+            logger.warning("Refused a media stream without a valid X-Twilio-Signature or console session")
             await websocket.close(code=1008)  # before accepting: the handshake answers 403
             return
         await websocket.accept()
-        link = InProcessServerLink(websocket.app)
-        await bot.run_call(WebSocketRunnerArguments(websocket=websocket), settings, link)
+        link = InProcessServerLink(websocket.app, channel)
+        try:
+            await bot.run_call(WebSocketRunnerArguments(websocket=websocket), settings, link)
+        finally:
+            await link.stream_closed()
 
     return app
 

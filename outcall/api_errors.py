@@ -6,6 +6,7 @@ need the rest to know what to expect. Every error body has a `detail` a person c
 
 from typing import Any
 
+from fastapi import HTTPException
 from pydantic import BaseModel
 
 
@@ -27,6 +28,11 @@ DESCRIPTIONS = {
     502: "Twilio rejected the server's credentials or could not be reached",
     503: "Not configured for this (see detail), or the server is shutting down (see Retry-After)",
 }
+
+
+def unprocessable(field: str, message: str) -> HTTPException:
+    """A 422 shaped like FastAPI's own validation errors, naming the body field at fault."""
+    return HTTPException(422, [{"loc": ["body", field], "msg": message, "type": "value_error"}])
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

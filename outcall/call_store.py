@@ -25,6 +25,7 @@ from outcall.database import Database, for_update, uninterrupted, utcnow
 from outcall.models import FINAL_STATUSES, STATUS_ORDER, CallRecord, EndReason, status_rank
 from outcall.reports import CallReport
 from outcall.stream_auth import StreamTokenError, issue_report_token, verify_stream_token
+from outcall.values import Channel
 
 UNANSWERED_END_REASONS = {
     "busy": EndReason.BUSY,
@@ -43,6 +44,7 @@ class CallFilter:
     end_reason: str | None = None
     campaign_id: str | None = None
     number: str | None = None  # the number called
+    channel: str | None = None  # phone or browser (test calls)
     created_after: datetime | None = None
     created_before: datetime | None = None
 
@@ -53,6 +55,7 @@ class CallFilter:
             (CallRecord.end_reason, self.end_reason),
             (CallRecord.campaign_id, self.campaign_id),
             (CallRecord.to_number, self.number),
+            (CallRecord.channel, self.channel),
         ):
             if value is not None:
                 query = query.where(column == value)
@@ -128,6 +131,7 @@ class CallStore:
             latencies_ms=[],
             campaign_id=campaign_id,
             contact_id=contact_id,
+            channel=config.channel,
         )
 
     @uninterrupted
@@ -136,6 +140,39 @@ class CallStore:
         async with self.database.write() as session:
             session.add(record)
         return record
+
+    @uninterrupted
+    async def create_browser_call(self, config: CallConfig, *, variables: dict, metadata: dict, call_sid: str) -> CallRecord:
+        """A test call from the console: no Twilio call, so the server names it (`call_sid`) and
+        it is `initiated` at once; it is answered when the browser's stream claims it."""
+        record = self.new_record(config, variables=variables, metadata=metadata, created_at=self.clock.now())
+        record.call_sid = call_sid
+        async with self.database.write() as session:
+            session.add(record)
+            self._apply_status(session, record, "initiated", utcnow())
+        return record
+
+    @uninterrupted
+    async def open_browser_calls(self) -> int:
+        """Test calls not yet ended, in every server process."""
+        query = select(func.count()).where(CallRecord.channel == Channel.BROWSER, CallRecord.status.in_(STATUS_ORDER))
+        async with self.database.session() as session:
+            return (await session.execute(query)).scalar_one()
+
+    @uninterrupted
+    async def browser_call_ended(self, call_id: str) -> None:
+        """The test phone's stream closed: there is no Twilio to say so, so the server ends the
+        record itself (after the bot's final report, or as `bot-lost` without one)."""
+        async with self.database.write() as session:
+            record = await self._locked(session, call_id)
+            if record.is_final:
+                return
+            if record.final_report_at is None:
+                record.error = record.error or "the bot stopped without its final report"
+                self._set_end_reason(record, EndReason.BOT_LOST)
+            self._apply_status(session, record, "completed", self.clock.now())
+            self._maybe_ended(session, record, bot_lost=True)
+            await self._follow(session, record)
 
     @uninterrupted
     async def dialed(self, call_id: str, call_sid: str) -> None:
@@ -224,15 +261,22 @@ class CallStore:
     # --- the bot -----------------------------------------------------------------------------
 
     @uninterrupted
-    async def claim(self, call_id: str, token: str | None, secret: str, report_ttl_secs: int) -> CallConfig:
-        """Hand an answered call's config to the one bot whose stream token proves it serves it.
+    async def claim(
+        self, call_id: str, token: str | None, secret: str, report_ttl_secs: int, channel: Channel = Channel.PHONE
+    ) -> CallConfig:
+        """Hand an answered call's config to the one bot whose stream token proves it serves it,
+        over the channel the call was made for (a test call's token opens no phone stream, and
+        the other way round). A test call is answered by this claim.
 
         The claim is a conditional UPDATE, so it holds across server instances sharing a database.
         """
         async with self.database.session() as session:
             record = await session.get(CallRecord, call_id)
-        if record is None or record.call_sid is None or record.answered_at is None:
+        browser = channel == Channel.BROWSER
+        if record is None or record.call_sid is None or (record.answered_at is None and not browser):
             raise CallClaimError(404, f"no answered call {call_id} is waiting for a bot")
+        if record.channel != channel:
+            raise CallClaimError(403, f"call {call_id} is a {record.channel} call, not a {channel} one")
         try:
             verify_stream_token(
                 secret,
@@ -250,6 +294,8 @@ class CallStore:
                 .where(CallRecord.id == call_id, CallRecord.claimed_at.is_(None))
                 .values(claimed_at=utcnow())
             )
+            if claimed.rowcount == 1 and browser:
+                self._apply_status(session, await self._locked(session, call_id), "in-progress", utcnow())
         if claimed.rowcount != 1:
             raise CallClaimError(409, f"call {call_id} already has a bot")
         config = CallConfig.model_validate(record.config)
@@ -409,8 +455,9 @@ class CallStore:
 
     @uninterrupted
     async def figures(self, since: datetime) -> CallFigures:
-        """Totals for calls placed since `since`: how many, answered, and of those that ended,
-        the share answered and the average talk time; outcomes."""
+        """Totals for phone calls placed since `since` (test calls are left out): how many,
+        answered, and of those that ended, the share answered and the average talk time; outcomes."""
+        phone_calls_since = (CallRecord.created_at >= since) & (CallRecord.channel == Channel.PHONE)
         ended = CallRecord.status.in_(FINAL_STATUSES)
         answered = CallRecord.answered_at.is_not(None)
         totals = select(
@@ -419,10 +466,10 @@ class CallStore:
             func.count(case((ended, 1))),
             func.count(case((ended & answered, 1))),
             func.avg(case((ended & answered, CallRecord.talk_secs))),
-        ).where(CallRecord.created_at >= since)
+        ).where(phone_calls_since)
         outcomes = (
             select(CallRecord.outcome, func.count())
-            .where(CallRecord.created_at >= since, CallRecord.outcome.is_not(None))
+            .where(phone_calls_since, CallRecord.outcome.is_not(None))
             .group_by(CallRecord.outcome)
         )
         async with self.database.session() as session:
@@ -461,7 +508,7 @@ class CallStore:
     async def _follow(self, session: AsyncSession, record: CallRecord, attempted: bool = True) -> None:
         """What follows from a change to a call, in the same transaction: a callee who asked not
         to be called again goes on the do-not-call list; a campaign call's contact follows it."""
-        if record.outcome == DO_NOT_CALL_OUTCOME:
+        if record.outcome == DO_NOT_CALL_OUTCOME and record.channel == Channel.PHONE:
             await add_numbers(session, [record.to_number], f"asked not to be called again (call {record.id})", "outcome")
         if record.contact_id is not None:
             if await follow_call(session, record, self.clock.now(), attempted):

@@ -35,6 +35,7 @@ class CallSummary(BaseModel):
     ended_at: datetime | None
     talk_secs: float | None
     campaign_id: str | None
+    channel: str  # phone, or browser for a test call from the console
 
 
 class OutcomeCorrectionView(BaseModel):
@@ -90,7 +91,7 @@ def call_detail(record: CallRecord) -> CallDetail:
 EXPORT_COLUMNS = {
     name: name
     for name in (
-        "id", "created_at", "to_number", "from_number", "campaign_id", "status", "answered_by", "end_reason",
+        "id", "created_at", "channel", "to_number", "from_number", "campaign_id", "status", "answered_by", "end_reason",
         "outcome", "outcome_notes", "callback_time", "ring_secs", "talk_secs", "summary", "variables", "metadata",
         "transcript", "error", "recording_sid",
     )

@@ -13,6 +13,7 @@ from outcall import prompts
 from outcall.phone_numbers import PhoneNumber
 from outcall.request_body import RequestBody
 from outcall.settings import Settings
+from outcall.values import Channel
 
 VoicemailAction = Literal["off", "hangup", "leave_message"]
 
@@ -71,6 +72,7 @@ class CallConfig(BaseModel):
     voicemail_message: str = ""
     transfer_number: str | None = None
     recording: bool = False
+    channel: Channel = Channel.PHONE
     report_token: str = ""  # issued when the bot claims the call
     greeting_audio: str | None = None  # the greeting, synthesised while the phone rang: base64 8 kHz μ-law
 

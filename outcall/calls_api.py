@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from twilio.rest import Client as TwilioClient
 
-from outcall.api_errors import error_responses
+from outcall.api_errors import error_responses, unprocessable
 from outcall.call_store import CallFigures, CallFilter, CallStore, decode_cursor
 from outcall.call_views import EXPORT_AS_TEXT, EXPORT_COLUMNS, CallDetail, CallList, call_detail, call_summary, calls_csv
 from outcall.calls import CallClaimError, CallConfig
@@ -29,6 +29,7 @@ from outcall.reports import CallReport
 from outcall.request_body import RequestBody
 from outcall.settings import Settings
 from outcall.twilio_api import transfer_twiml, update_twilio_call
+from outcall.values import Channel
 
 router = APIRouter(prefix="/calls", tags=["calls"], responses=error_responses(400, 401, 404, 409, 429, 502, 503))
 
@@ -54,6 +55,7 @@ def call_filter(
     end_reason: EndReason | None = None,
     campaign_id: str | None = Query(None, max_length=36),
     number: PhoneNumber | None = Query(None, description="the number called, E.164"),
+    channel: Channel | None = Query(None, description="phone, or browser: the console's test calls"),
     created_after: datetime | None = Query(None, description="ISO 8601; without a zone, UTC"),
     created_before: datetime | None = Query(None, description="ISO 8601; without a zone, UTC"),
 ) -> CallFilter:
@@ -64,6 +66,7 @@ def call_filter(
         end_reason=end_reason.value if end_reason else None,
         campaign_id=campaign_id,
         number=number,
+        channel=channel.value if channel else None,
         created_after=_aware(created_after),
         created_before=_aware(created_before),
     )
@@ -151,9 +154,7 @@ async def correct_call(call_id: str, body: OutcomeCorrection, store: CallStoreDe
 async def correct_outcome(store: CallStore, settings: Settings, call_id: str, body: OutcomeCorrection, by: str) -> CallRecord:
     """Raises HTTPException: no such call, or an outcome the server does not know."""
     if body.outcome not in settings.call_outcomes:
-        raise HTTPException(
-            422, [{"loc": ["body", "outcome"], "msg": f"outcome must be one of {', '.join(settings.call_outcomes)}", "type": "value_error"}]
-        )
+        raise unprocessable("outcome", f"outcome must be one of {', '.join(settings.call_outcomes)}")
     await _record(store, call_id)
     logger.info(f"Call {call_id}: outcome corrected to {body.outcome} by {by}")
     return await store.correct_outcome(call_id, body.outcome, body.notes, by)
@@ -186,10 +187,13 @@ def report_ttl_secs(settings: Settings) -> int:
     return settings.max_call_duration_secs + 3600
 
 
-async def claim_call(store: CallStore, greetings: GreetingAudio, settings: Settings, call_id: str, token: str) -> CallConfig:
+async def claim_call(
+    store: CallStore, greetings: GreetingAudio, settings: Settings, call_id: str, token: str, channel: Channel = Channel.PHONE
+) -> CallConfig:
     """The call's config for the one bot whose stream token proves it serves the call, with the
     greeting's audio if it was synthesised while the phone rang. Raises CallClaimError."""
-    config = await store.claim(call_id, token, settings.secret("stream_secret") or "", report_ttl_secs(settings))
+    secret = settings.secret("stream_secret") or ""
+    config = await store.claim(call_id, token, secret, report_ttl_secs(settings), channel)
     audio = await greetings.get(config.greeting) if not config.wait_for_callee else None
     return config.model_copy(update={"greeting_audio": base64.b64encode(audio).decode() if audio else None})
 

@@ -165,6 +165,12 @@ class CampaignStore:
         async with self.database.session() as session:
             return list((await session.execute(query)).scalars())
 
+    @uninterrupted
+    async def contact(self, campaign_id: str, contact_id: int) -> Contact | None:
+        async with self.database.session() as session:
+            contact = await session.get(Contact, contact_id)
+        return contact if contact is not None and contact.campaign_id == campaign_id else None
+
     async def _locked(self, session, campaign_id: str) -> Campaign:
         campaign = (await session.execute(for_update(session, select(Campaign).where(Campaign.id == campaign_id)))).scalar_one_or_none()
         if campaign is None:

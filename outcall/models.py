@@ -58,6 +58,7 @@ class CallRecord(Base):
     checked_at: Mapped[datetime | None]  # reconciliation last asked Twilio about this open call
     campaign_id: Mapped[str | None] = mapped_column(String(36))
     contact_id: Mapped[int | None] = mapped_column(BigInteger)
+    channel: Mapped[str] = mapped_column(String(8), default="phone", server_default="phone")  # values.Channel
 
     __table_args__ = (
         Index("ix_calls_created", "created_at", "id"),

@@ -13,6 +13,9 @@ is never left open:
   `bot-lost`, and `call.ended` fires once.
 - A call Twilio cannot be asked about is closed once it is past its maximum duration plus
   Twilio's own `TimeLimit`, after which Twilio has certainly ended it.
+- A test call from the console has no Twilio call: one whose browser never connected is closed
+  once its stream token has expired, one whose server died mid-call once it is past its
+  maximum duration. Without Twilio credentials only test calls are reconciled.
 
 Campaign contacts follow their calls in the same transactions, so none is left `calling`.
 """
@@ -26,6 +29,7 @@ from twilio.rest import Client as TwilioClient
 from outcall.call_store import CallStore
 from outcall.models import FINAL_STATUSES, CallRecord
 from outcall.twilio_api import TIME_LIMIT_GRACE_SECS, TwilioCallError, fetch_twilio_call, find_twilio_call
+from outcall.values import Channel
 
 RECONCILE_EVERY_SECS = 30
 STALE_AFTER = timedelta(seconds=60)  # longer than any dial can take (Twilio's 15 s timeout, pacing)
@@ -36,7 +40,7 @@ GIVE_UP_AFTER = timedelta(minutes=5)  # past the call's maximum duration, when T
 class CallReconciler:
     """Settles open call records with Twilio, and closes those whose bot is gone."""
 
-    def __init__(self, store: CallStore, twilio: TwilioClient, max_call_duration_secs: int):
+    def __init__(self, store: CallStore, twilio: TwilioClient | None, max_call_duration_secs: int):
         self.store = store
         self.twilio = twilio
         self.longest_call = timedelta(seconds=max_call_duration_secs + TIME_LIMIT_GRACE_SECS)
@@ -68,6 +72,11 @@ class CallReconciler:
         now = self.store.clock.now()
         settled = 0
         for record in await self.store.open_calls(quiet_since=now - STALE_AFTER):
+            if record.channel == Channel.BROWSER:
+                settled += await self._settle_browser_call(record, now)
+                continue
+            if self.twilio is None:
+                continue
             try:
                 settled += await self._settle_open_call(record, now)
             except TwilioCallError as e:
@@ -88,6 +97,18 @@ class CallReconciler:
                 del self._unreported_since[call_id]
                 settled += 1
         return settled
+
+    async def _settle_browser_call(self, record: CallRecord, now: datetime) -> bool:
+        """A test call is live while its server is; only a stream that never came or a server that
+        died leaves one open (STALE_AFTER outlasts the test call's stream token)."""
+        if record.claimed_at is None:
+            await self.store.close_without_bot(record.id, "the test phone never connected", status="canceled")
+            return True
+        if now - record.created_at > self.longest_call + GIVE_UP_AFTER:
+            await self.store.close_without_bot(record.id, "the server stopped during the test call", status="completed")
+            return True
+        await self.store.checked(record.id)
+        return False
 
     async def _settle_open_call(self, record: CallRecord, now: datetime) -> bool:
         if record.call_sid:

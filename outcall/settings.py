@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     # Operator console (/console)
     dashboard_password: SecretStr | None = None  # None: operators sign in with DIALOUT_API_KEY
     console_session_hours: float = Field(default=12, gt=0, le=720)  # a sign-in lasts this long
+    test_calls: bool = True  # the console's Test call page: talk with the bot from a browser
+    test_calls_max: int = Field(default=2, ge=0)  # test calls at once, per server process
 
     @field_validator("env", mode="before")
     @classmethod

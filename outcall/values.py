@@ -1,5 +1,5 @@
-"""Plain values every layer shares: Twilio's call statuses, why a call ended, the outcome names,
-and the time. It imports nothing beyond the standard library, so the settings, the CLI and the
+"""Plain values every layer shares: Twilio's call statuses, the channel a call took, why a call
+ended, the outcome names, and the time. It imports nothing beyond the standard library, so the settings, the CLI and the
 bot use them without loading the database or Pipecat.
 """
 
@@ -13,6 +13,13 @@ FINAL_STATUSES = ["completed", "busy", "no-answer", "failed", "canceled"]
 
 def status_rank(status: str) -> int:
     return STATUS_ORDER.index(status) if status in STATUS_ORDER else len(STATUS_ORDER)
+
+
+class Channel(StrEnum):
+    """How the callee is connected: a phone through Twilio, or the console's test phone."""
+
+    PHONE = "phone"
+    BROWSER = "browser"  # a test call from the console: the browser speaks Twilio's stream protocol to /ws
 
 
 class EndReason(StrEnum):

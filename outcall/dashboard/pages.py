@@ -19,7 +19,8 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.templating import Jinja2Templates
 from loguru import logger
 
-from outcall import calls_api, campaigns_api
+from outcall import browser_calls, calls_api, campaigns_api
+from outcall.browser_calls import BrowserCallRequest, BrowserCallStart
 from outcall.call_store import CallFilter, CallStore
 from outcall.campaign_store import CampaignError, CampaignStore
 from outcall.call_views import call_detail
@@ -242,6 +243,28 @@ async def recording(call_id: str, request: Request, session: SessionDep, store: 
         raise HTTPException(404, "This call has no recording")
     audio = await fetch_recording(request.app.state.twilio, record.recording_url)
     return Response(audio, media_type="audio/wav", headers={"Cache-Control": "private, no-store"})
+
+
+# --- the test phone (outcall/browser_calls.py) -------------------------------------------------
+
+
+@router.get("/console/test-call")
+async def test_call_page(request: Request, session: SessionDep, settings: SettingsDep, campaigns: CampaignsDep,
+                         campaign_id: str | None = Query(None, max_length=36)):
+    """Talk with the bot from this browser; with `campaign_id`, as one of that campaign's contacts."""
+    campaign = await campaigns_api.get_campaign(campaign_id, campaigns) if campaign_id else None
+    contacts = await campaigns.contacts(campaign_id, None, None, 200) if campaign_id else []
+    return page(request, "test_call.html", campaigns=await campaigns.all(), campaign=campaign, contacts=contacts,
+                enabled=settings.test_calls, stream_secret=bool(settings.secret("stream_secret")))
+
+
+@router.post("/console/test-calls", status_code=201, response_model=BrowserCallStart)
+async def create_test_call(body: BrowserCallRequest, request: Request, session: ChangeDep, settings: SettingsDep,
+                           store: CallStoreDep, campaigns: CampaignsDep):
+    """A test call's record and stream token: what the page puts in its `start` message."""
+    start = await browser_calls.start_browser_call(body, settings, store, campaigns, request.app.state.greetings)
+    logger.info(f"Console: operator {session.id} started test call {start.call_id}")
+    return start
 
 
 # --- live events ------------------------------------------------------------------------------

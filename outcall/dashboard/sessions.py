@@ -20,6 +20,7 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Request
+from starlette.requests import HTTPConnection
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from outcall.settings import Settings
@@ -123,10 +124,14 @@ def require_session(request: Request, session: Annotated[ConsoleSession | None, 
 SessionDep = Annotated[ConsoleSession, Depends(require_session)]
 
 
-def own_origins(request: Request) -> set[str]:
-    """Where this server's pages come from: as this request reached it, and as SERVER_URL says
-    (behind a TLS-terminating proxy the two differ in scheme)."""
-    origins = {f"{request.url.scheme}://{request.url.netloc}"}
+WEB_SCHEMES = {"ws": "http", "wss": "https"}  # a WebSocket's page is served over the matching scheme
+
+
+def own_origins(request: HTTPConnection) -> set[str]:
+    """Where this server's pages come from: as this request (or WebSocket) reached it, and as
+    SERVER_URL says (behind a TLS-terminating proxy the two differ in scheme)."""
+    scheme = WEB_SCHEMES.get(request.url.scheme, request.url.scheme)
+    origins = {f"{scheme}://{request.url.netloc}"}
     server_url = request.app.state.settings.server_url
     if server_url:
         parts = urlsplit(server_url)

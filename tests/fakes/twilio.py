@@ -300,10 +300,11 @@ class TwilioEmulator:
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task] = set()
         self.recordings: dict[str, EmulatedCall] = {}  # RecordingSid → its call
+        self.rest_requests: list[str] = []  # "METHOD /path" of every REST request received
         self._http: aiohttp.ClientSession | None = None
 
     async def start(self) -> "TwilioEmulator":
-        app = web.Application()
+        app = web.Application(middlewares=[self._log_request])
         base = API.format(account_sid="{account_sid}")
         app.router.add_post(f"{base}.json", self._create_call)
         app.router.add_get(f"{base}.json", self._list_calls)
@@ -327,6 +328,11 @@ class TwilioEmulator:
             await self._http.close()
         if self._runner:
             await self._runner.cleanup()
+
+    @web.middleware
+    async def _log_request(self, request: web.Request, handler) -> web.StreamResponse:
+        self.rest_requests.append(f"{request.method} {request.path}")
+        return await handler(request)
 
     def only_call(self) -> EmulatedCall:
         assert len(self.calls) == 1, f"expected one call, emulator has {len(self.calls)}"

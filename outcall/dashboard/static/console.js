@@ -13,7 +13,7 @@ function since(iso) {
   return `${Math.floor(secs / 60)}:${String(secs % 60).padStart(2, "0")}`;
 }
 
-function listen(params, handlers) {
+export function listen(params, handlers) {
   const url = `/console/events?${new URLSearchParams(params)}`;
   const source = new EventSource(url);  // reconnects by itself, resuming from Last-Event-ID
   for (const [event, handle] of Object.entries(handlers)) {
@@ -110,7 +110,7 @@ function overview(table) {
 
 // --- one call: status, timeline and the transcript as it grows ---------------------------------
 
-function turnElement(turn) {
+export function turnElement(turn) {
   const item = document.createElement("li");
   item.className = `turn ${turn.speaker === "bot" ? "bot" : "callee"}${turn.interrupted ? " interrupted" : ""}`;
   const speaker = document.createElement("span");
@@ -176,49 +176,60 @@ function settingValue(element) {
   }
 }
 
-function campaignForm(form) {
+/** A settings form's values as the API's JSON body (`data-top` fields at the top, the others
+ * under `settings`); null, with the error shown, if a JSON field does not parse. */
+export function formBody(form) {
+  for (const slot of form.querySelectorAll("[data-error-for]")) slot.textContent = "";
+  form.querySelector("[data-form-error]").hidden = true;
+  const body = { settings: {} };
+  for (const element of form.querySelectorAll("[data-setting]")) {
+    let value;
+    try {
+      value = settingValue(element);
+    } catch {
+      form.querySelector(`[data-error-for="${element.dataset.setting}"]`).textContent = "not valid JSON";
+      return null;
+    }
+    if (value === undefined) continue;
+    if (element.hasAttribute("data-top")) body[element.dataset.setting] = value;
+    else body.settings[element.dataset.setting] = value;
+  }
+  if (!Object.keys(body.settings).length) delete body.settings;
+  return body;
+}
+
+/** POST `body` to the form's `data-action`: the answer, or null with the API's validation
+ * errors shown beside the fields they name. */
+export async function postForm(form, body) {
+  const response = await fetch(form.dataset.action, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": csrfToken },
+    body: JSON.stringify(body),
+  });
+  const answer = await response.json().catch(() => ({}));
+  if (response.ok) return answer;
+  const errors = Array.isArray(answer.detail) ? answer.detail : [{ loc: [], msg: answer.detail ?? response.statusText }];
+  const general = [];
+  for (const error of errors) {
+    const loc = error.loc ?? [];
+    const field = loc[1] === "settings" ? loc[2] : loc[1];
+    const slot = field && form.querySelector(`[data-error-for="${CSS.escape(String(field))}"]`);
+    const message = loc.length > 3 ? `${loc.slice(3).join(".")}: ${error.msg}` : error.msg;
+    if (slot) slot.textContent = message;
+    else general.push(message);
+  }
   const formError = form.querySelector("[data-form-error]");
+  formError.textContent = general.join("; ");
+  formError.hidden = !general.length;
+  return null;
+}
+
+function campaignForm(form) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    for (const slot of form.querySelectorAll("[data-error-for]")) slot.textContent = "";
-    formError.hidden = true;
-    const body = { settings: {} };
-    for (const element of form.querySelectorAll("[data-setting]")) {
-      let value;
-      try {
-        value = settingValue(element);
-      } catch {
-        form.querySelector(`[data-error-for="${element.dataset.setting}"]`).textContent = "not valid JSON";
-        return;
-      }
-      if (value === undefined) continue;
-      if (element.hasAttribute("data-top")) body[element.dataset.setting] = value;
-      else body.settings[element.dataset.setting] = value;
-    }
-    const response = await fetch(form.dataset.action, {
-      method: "POST",
-      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrfToken },
-      body: JSON.stringify(body),
-    });
-    const answer = await response.json().catch(() => ({}));
-    if (response.ok) {
-      window.location.assign(answer.location);
-      return;
-    }
-    const errors = Array.isArray(answer.detail) ? answer.detail : [{ loc: [], msg: answer.detail ?? response.statusText }];
-    const general = [];
-    for (const error of errors) {
-      const loc = error.loc ?? [];
-      const field = loc[1] === "settings" ? loc[2] : loc[1];
-      const slot = field && form.querySelector(`[data-error-for="${CSS.escape(String(field))}"]`);
-      const message = loc.length > 3 ? `${loc.slice(3).join(".")}: ${error.msg}` : error.msg;
-      if (slot) slot.textContent = message;
-      else general.push(message);
-    }
-    if (general.length) {
-      formError.textContent = general.join("; ");
-      formError.hidden = false;
-    }
+    const body = formBody(form);
+    const answer = body && (await postForm(form, body));
+    if (answer) window.location.assign(answer.location);
   });
 }
 
