@@ -6,6 +6,7 @@ where they fail. OUTCALL_SCREENSHOTS=<dir> saves the screens the README shows.
 """
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -25,17 +26,23 @@ CHROMIUM_FLAGS = [
 ]
 
 
-@pytest.fixture
-async def browser():
+def require_chromium() -> None:
+    """Skip the test without Chromium (fail it where OUTCALL_REQUIRE_BROWSER=1, as in CI)."""
     if not shutil.which(CHROMIUM):
         message = f"Chromium not found at {CHROMIUM} (apt-get install chromium)"
         if os.environ.get("OUTCALL_REQUIRE_BROWSER") == "1":
             pytest.fail(message + "; OUTCALL_REQUIRE_BROWSER=1 makes the browser tests mandatory")
         pytest.skip(message)
+
+
+@contextlib.asynccontextmanager
+async def chromium(*extra_args: str):
+    """Debian's Chromium under Playwright."""
+    require_chromium()
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, timeout=30_000)
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_FLAGS, *extra_args], timeout=30_000)
         try:
             yield browser
         finally:
@@ -43,9 +50,15 @@ async def browser():
 
 
 @pytest.fixture
-async def page(browser, server):
+async def browser():
+    async with chromium() as browser:
+        yield browser
+
+
+@contextlib.asynccontextmanager
+async def signed_in_tab(browser, server, **context_options):
     """A signed-in operator's tab; fails the test on any script error or dialog it did not expect."""
-    context = await browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 900})
+    context = await browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 900}, **context_options)
     context.set_default_timeout(15_000)
     tab = await context.new_page()
     tab.errors = []
@@ -59,6 +72,12 @@ async def page(browser, server):
     yield tab
     assert tab.errors == []
     await context.close()
+
+
+@pytest.fixture
+async def page(browser, server):
+    async with signed_in_tab(browser, server) as tab:
+        yield tab
 
 
 async def screenshot(tab, name: str) -> None:

@@ -262,6 +262,8 @@ async def test_call_page(request: Request, session: SessionDep, settings: Settin
 async def create_test_call(body: BrowserCallRequest, request: Request, session: ChangeDep, settings: SettingsDep,
                            store: CallStoreDep, campaigns: CampaignsDep):
     """A test call's record and stream token: what the page puts in its `start` message."""
+    if request.app.state.drain.draining:
+        raise HTTPException(503, "This server is shutting down; try again in a moment", headers={"Retry-After": "5"})
     start = await browser_calls.start_browser_call(body, settings, store, campaigns, request.app.state.greetings)
     logger.info(f"Console: operator {session.id} started test call {start.call_id}")
     return start

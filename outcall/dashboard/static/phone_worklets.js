@@ -2,7 +2,7 @@
 // - "phone-capture": the microphone at the context's own rate → a 3.4 kHz low-pass → 8 kHz →
 //   μ-law, posted as 20 ms frames (160 bytes) to the page, which sends each one as Twilio would.
 //   It runs with or without input, so the line carries silence like a phone line does.
-// - "phone-playback": the bot's 8 kHz audio → a small jitter buffer → the context's rate. It
+// - "phone-playback": the bot's 8 kHz audio → a small, adaptive jitter buffer → the context's rate. It
 //   reports what it plays, echoes each mark once the audio before it has played, and on `clear`
 //   drops everything unplayed at once and returns the pending marks, as Twilio does.
 
@@ -11,7 +11,13 @@ import { encode } from "./g711.js";
 const LINE_RATE = 8000;
 const FRAME = 160; // 20 ms at 8 kHz
 const VOICED_RMS = 200 / 32768; // as the Twilio emulator judges the bot's frames
-const JITTER_SAMPLES = 480; // 60 ms buffered before playing starts (and after running dry)
+// Audio buffered before playing starts (and after running dry): 40 ms at first, as Pipecat sends
+// audio at twice real time, 40 ms a message, so the next one is normally in before this one has
+// played. Each underrun (audio arriving within 200 ms of the queue running dry: the line was late,
+// not finished) adds 20 ms, up to 120 ms.
+const JITTER_START = 320;
+const JITTER_MAX = 960;
+const UNDERRUN_SECS = 0.2;
 
 /** A second-order Butterworth low-pass section (RBJ cookbook), run sample by sample. */
 class Biquad {
@@ -88,21 +94,31 @@ class PhonePlayback extends AudioWorkletProcessor {
     this.queued = 0; // line samples ever queued
     this.played = 0; // line samples ever played (or dropped by a clear)
     this.marks = []; // [{ name, at }]: echo once `played` reaches `at`
+    this.frames = []; // [{ at, voiced }]: each queued 20 ms frame, reported when it starts playing
     this.playing = false;
     this.waitingSince = null; // context time the first unplayed sample arrived while not playing
+    this.jitter = JITTER_START;
+    this.dryAt = null; // context time the queue last ran dry
     this.step = LINE_RATE / sampleRate; // line samples per output sample
     this.phase = 0;
     this.current = 0;
     this.next = 0;
-    this.frameSum = 0; // sum of squares of the line frame being played
-    this.frameCount = 0;
     this.port.onmessage = ({ data }) => this.receive(data);
   }
 
   receive(message) {
     if (message.type === "audio") {
-      this.chunks.push(message.samples);
-      this.queued += message.samples.length;
+      if (this.dryAt !== null && currentTime - this.dryAt < UNDERRUN_SECS) {
+        this.jitter = Math.min(this.jitter + FRAME, JITTER_MAX);
+        this.port.postMessage({ type: "underrun", jitter: this.jitter });
+      }
+      this.dryAt = null;
+      const samples = message.samples;
+      for (let i = 0; i < samples.length; i += FRAME) {
+        this.frames.push({ at: this.queued + i, voiced: rms(samples.subarray(i, i + FRAME)) > VOICED_RMS });
+      }
+      this.chunks.push(samples);
+      this.queued += samples.length;
     } else if (message.type === "mark") {
       this.marks.push({ name: message.name, at: this.queued });
       this.echoPlayedMarks();
@@ -113,8 +129,10 @@ class PhonePlayback extends AudioWorkletProcessor {
       this.played = this.queued;
       this.playing = false;
       this.waitingSince = null;
+      this.dryAt = null;
       const marks = this.marks.map((mark) => mark.name);
       this.marks = [];
+      this.frames = [];
       this.port.postMessage({ type: "cleared", dropped, marks });
     }
   }
@@ -132,6 +150,10 @@ class PhonePlayback extends AudioWorkletProcessor {
       this.offset = 0;
     }
     if (!this.chunks.length) return null;
+    if (this.frames.length && this.frames[0].at === this.played) {
+      const { voiced } = this.frames.shift();
+      this.port.postMessage({ type: "played", voiced, queued: this.queued - this.played });
+    }
     this.played++;
     return this.chunks[0][this.offset++];
   }
@@ -142,7 +164,7 @@ class PhonePlayback extends AudioWorkletProcessor {
     if (!this.playing && waiting > 0) {
       this.waitingSince ??= currentTime;
       // Play once the jitter buffer is full, or once audio has waited as long as filling it takes.
-      this.playing = waiting >= JITTER_SAMPLES || currentTime - this.waitingSince >= JITTER_SAMPLES / LINE_RATE;
+      this.playing = waiting >= this.jitter || currentTime - this.waitingSince >= this.jitter / LINE_RATE;
       if (this.playing) this.waitingSince = null;
     }
     for (let i = 0; i < output.length; i++) {
@@ -155,18 +177,13 @@ class PhonePlayback extends AudioWorkletProcessor {
         const sample = this.take();
         if (sample === null) {
           this.playing = false;
+          this.dryAt = currentTime;
           this.port.postMessage({ type: "dry" });
           break;
         }
         this.phase -= 1;
         this.current = this.next;
         this.next = sample;
-        this.frameSum += sample * sample;
-        if (++this.frameCount === FRAME) {
-          const voiced = Math.sqrt(this.frameSum / FRAME) > VOICED_RMS;
-          this.port.postMessage({ type: "played", voiced, queued: this.queued - this.played });
-          this.frameSum = this.frameCount = 0;
-        }
       }
       output[i] = this.playing ? this.current + (this.next - this.current) * this.phase : 0;
     }
