@@ -275,8 +275,6 @@ class CallStore:
         browser = channel == Channel.BROWSER
         if record is None or record.call_sid is None or (record.answered_at is None and not browser):
             raise CallClaimError(404, f"no answered call {call_id} is waiting for a bot")
-        if record.channel != channel:
-            raise CallClaimError(403, f"call {call_id} is a {record.channel} call, not a {channel} one")
         try:
             verify_stream_token(
                 secret,
@@ -288,6 +286,8 @@ class CallStore:
             )
         except StreamTokenError as e:
             raise CallClaimError(403, str(e))
+        if record.channel != channel:
+            raise CallClaimError(403, f"call {call_id} is a {record.channel} call, not a {channel} one")
         async with self.database.write() as session:
             claimed = await session.execute(
                 update(CallRecord)

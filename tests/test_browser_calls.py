@@ -147,6 +147,9 @@ async def test_a_test_call_of_a_campaign_contact_runs_its_script_and_leaves_the_
                       headers={"Content-Type": "text/csv"})
     contact = (await server.get(f"/campaigns/{campaign['id']}/contacts")).json()["contacts"][0]
     async with signed_in(server) as (client, csrf):
+        page = await client.get("/console/test-call", params={"campaign_id": campaign["id"]})
+        assert page.status_code == 200 and f'<option value="{contact["id"]}">+12125550101 Ada</option>' in page.text
+        assert (await client.get("/console/test-call", params={"campaign_id": "nope"})).status_code == 404
         unknown = await create_test_call(client, csrf, {"campaign_id": campaign["id"], "contact_id": contact["id"] + 99})
         assert unknown.status_code == 404 and "no contact" in unknown.text
         assert (await create_test_call(client, csrf, {"contact_id": contact["id"]})).status_code == 422

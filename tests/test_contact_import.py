@@ -27,7 +27,9 @@ async def create(server, **settings) -> str:
     return response.json()["id"]
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)  # two ways of storing rows
 async def test_bad_rows_are_reported_and_good_rows_kept(server):
+    await server.post("/do-not-call", {"phones": ["+12125550105"], "reason": "asked"})
     campaign_id = await create(server)
     body = (
         "Mobile Number,First Name,Time Zone\n"
@@ -42,11 +44,12 @@ async def test_bad_rows_are_reported_and_good_rows_kept(server):
         ",Nobody,\n"
         "\n"
         "+442079460958,London,\n"
+        "+12125550105,Listed,\n"
     ).encode()
     response = await import_csv(server, campaign_id, body)
     assert response.status_code == 200, response.text
     report = response.json()
-    assert (report["imported"], report["rejected"], report["errors_truncated"]) == (4, 6, False)
+    assert (report["imported"], report["rejected"], report["errors_truncated"]) == (4, 7, False)
     reasons = {e["row"]: e["reason"] for e in report["errors"]}
     assert "no country code" in reasons[5] and "default_country" in reasons[5]
     assert "not a valid phone number" in reasons[6]
@@ -54,6 +57,7 @@ async def test_bad_rows_are_reported_and_good_rows_kept(server):
     assert reasons[8] == "has 4 fields but the header has 3"
     assert "unknown time zone 'Mars/Base'" in reasons[9]
     assert reasons[10] == "no phone number"
+    assert reasons[13] == "on the do-not-call list"
     stored = await contacts(server, campaign_id)
     assert {p: c["timezone"] for p, c in stored.items()} == {
         "+12125550101": "America/New_York",
@@ -62,6 +66,7 @@ async def test_bad_rows_are_reported_and_good_rows_kept(server):
         "+442079460958": "Europe/London",
     }
     assert stored["+12125550101"]["variables"] == {"first_name": "Ada"}
+    assert {c["state"] for c in stored.values()} == {"pending"}
 
     again = (await import_csv(server, campaign_id, b"phone\n+12125550101\n")).json()
     assert again["imported"] == 0 and again["errors"][0]["reason"] == "already in this campaign"

@@ -252,8 +252,13 @@ async def recording(call_id: str, request: Request, session: SessionDep, store: 
 async def test_call_page(request: Request, session: SessionDep, settings: SettingsDep, campaigns: CampaignsDep,
                          campaign_id: str | None = Query(None, max_length=36)):
     """Talk with the bot from this browser; with `campaign_id`, as one of that campaign's contacts."""
-    campaign = await campaigns_api.get_campaign(campaign_id, campaigns) if campaign_id else None
-    contacts = await campaigns.contacts(campaign_id, None, None, 200) if campaign_id else []
+    campaign, contacts = None, []
+    if campaign_id:
+        try:
+            campaign = await campaigns.get(campaign_id)
+        except CampaignError as e:
+            raise HTTPException(e.status, e.message)
+        contacts = await campaigns.contacts(campaign_id, None, None, 200)
     return page(request, "test_call.html", campaigns=await campaigns.all(), campaign=campaign, contacts=contacts,
                 enabled=settings.test_calls, stream_secret=bool(settings.secret("stream_secret")))
 
