@@ -30,7 +30,6 @@ from functools import partial
 
 from fastapi import WebSocket
 from loguru import logger
-from google import genai
 from pipecat.frames.frames import (
     BotStoppedSpeakingFrame,
     EndWorkerFrame,
@@ -53,8 +52,8 @@ from outcall.settings import Settings
 from outcall.stream_auth import StreamTokenError, verify_stream_token
 from outcall.values import Channel, EndReason, utcnow
 from pipelines.call_tools import KEYPAD, call_tools
-from pipelines.default import SAMPLE_RATE, build_pipeline, google_http_options
-from pipelines.summary import DEFAULT_SUMMARY_PROMPT, summarise_call
+from pipelines.default import SAMPLE_RATE, build_pipeline
+from pipelines.summary import DEFAULT_SUMMARY_PROMPT, can_summarise, summarise_call
 from pipelines.twilio_stream import CallStreamSerializer, TwilioStreamSocket, media_messages
 
 async def bot(runner_args: RunnerArguments):
@@ -385,12 +384,9 @@ class CallSession:
 
     async def finish(self):
         """Summarise the conversation (and find its outcome, if none was recorded), then report it."""
-        api_key = self.settings.secret("google_api_key")
-        if self.progress.had_conversation() and api_key:
-            client = genai.Client(api_key=api_key, http_options=google_http_options(self.settings))
+        if self.progress.had_conversation() and can_summarise(self.settings):
             summary, outcome = await summarise_call(
-                client,
-                self.settings.google_model,
+                self.settings,
                 self.settings.summary_prompt or DEFAULT_SUMMARY_PROMPT,
                 self.settings.call_outcomes,
                 self.progress.transcript_text(),

@@ -53,7 +53,11 @@ class Settings(BaseSettings):
     deepgram_model: str = "nova-3-general"
     deepgram_language: str = "en"
 
-    # LLM: Google Gemini
+    # LLM: Google Gemini (the default), or any OpenAI-compatible chat-completions endpoint
+    llm_provider: Literal["google", "openai"] = "google"
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None  # None: OpenAI's; or a self-hosted server's, e.g. http://localhost:8000/v1
+    openai_model: str = "gpt-4.1-mini"
     google_api_key: SecretStr | None = None
     google_api_base_url: str | None = None  # None: Google's production host
     google_model: str = "gemini-2.5-flash"
@@ -148,7 +152,10 @@ class Settings(BaseSettings):
         need(["TWILIO_PHONE_NUMBER"], "every /dialout must give from_number")
         need(["STREAM_SECRET"], "no calls: streams cannot be authenticated")
         need(["DEEPGRAM_API_KEY"], "the bot cannot hear (speech-to-text)")
-        need(["GOOGLE_API_KEY"], "the bot cannot think (LLM)")
+        if self.llm_provider == "google":
+            need(["GOOGLE_API_KEY"], "the bot cannot think (LLM)")
+        elif not self.openai_base_url:  # a self-hosted server may need no key
+            need(["OPENAI_API_KEY"], "the bot cannot think (LLM_PROVIDER=openai, OpenAI's API)")
         need(["CARTESIA_API_KEY"], "the bot cannot speak (text-to-speech)")
         if self.call_events_webhook_url:
             need(["CALL_EVENTS_SECRET"], "call events are not sent: they could not be signed")

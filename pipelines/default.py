@@ -1,4 +1,5 @@
-"""The default call pipeline: Deepgram speech-to-text → Google Gemini → Cartesia text-to-speech.
+"""The default call pipeline: Deepgram speech-to-text → Google Gemini (or any OpenAI-compatible
+chat-completions endpoint, LLM_PROVIDER=openai) → Cartesia text-to-speech.
 
 Telephony audio is 8 kHz μ-law; every service runs at 8 kHz so nothing is resampled.
 Silero VAD (one model shared by the process's calls, see telephony_vad.py) hears speech start
@@ -27,6 +28,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
 from pipecat.services.cartesia.tts import CartesiaTTSService
 from pipecat.services.deepgram.stt import DeepgramSTTService
 from pipecat.services.google.llm import GoogleLLMService
+from pipecat.services.llm_service import LLMService
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy, TurnAnalyzerUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
@@ -46,7 +48,7 @@ class CallPipeline:
 
     pipeline: Pipeline
     context: LLMContext
-    llm: GoogleLLMService
+    llm: LLMService
     user_aggregator: LLMUserAggregator
     assistant_aggregator: LLMAssistantAggregator
     response_timer: ResponseTimer
@@ -80,7 +82,17 @@ def google_http_options(settings: Settings) -> HttpOptions:
     )
 
 
-def create_llm(settings: Settings, system_instruction: str) -> GoogleLLMService:
+def create_llm(settings: Settings, system_instruction: str) -> LLMService:
+    """Gemini, or with LLM_PROVIDER=openai Pipecat's OpenAI service on OPENAI_BASE_URL; the tools
+    and the context are the same for both (Pipecat adapts them to each API)."""
+    if settings.llm_provider == "openai":
+        from pipecat.services.openai.llm import OpenAILLMService  # only when used: its import costs 0.4 s
+
+        return OpenAILLMService(
+            api_key=openai_api_key(settings),
+            base_url=settings.openai_base_url,
+            settings=OpenAILLMService.Settings(model=settings.openai_model, system_instruction=system_instruction),
+        )
     return GoogleLLMService(
         api_key=settings.secret("google_api_key") or "",
         http_options=google_http_options(settings),
@@ -88,6 +100,12 @@ def create_llm(settings: Settings, system_instruction: str) -> GoogleLLMService:
             model=settings.google_model, system_instruction=system_instruction
         ),
     )
+
+
+def openai_api_key(settings: Settings) -> str:
+    """The key for the OpenAI-compatible endpoint; a self-hosted one may take none, but the SDK
+    insists on one."""
+    return settings.secret("openai_api_key") or "not-needed"
 
 
 def create_tts(settings: Settings) -> CartesiaTTSService:
@@ -135,7 +153,7 @@ def build_pipeline(
             user_aggregator,  # callee's turns into the context
             StopCalleeAudio(),  # nothing below needs the callee's audio
             response_timer,  # how long the callee waited for each reply
-            llm,  # Gemini decides what to say, or calls a tool
+            llm,  # the LLM decides what to say, or calls a tool
             tts,  # text → speech
             transport.output(),  # Twilio media stream out
             assistant_aggregator,  # bot's turns into the context

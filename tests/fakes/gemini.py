@@ -27,14 +27,28 @@ def plain_summary(request: dict) -> dict:
     return answer
 
 
+def _text(content) -> str:
+    """An OpenAI message's content: a string, or a list of typed parts."""
+    if isinstance(content, str):
+        return content
+    return " ".join(p.get("text", "") for p in content or [] if isinstance(p, dict))
+
+
 def last_user_text(request: dict) -> str:
+    """The latest thing the callee said, in a Gemini request or an OpenAI one (tests/fakes/openai.py)."""
     for content in reversed(request.get("contents", [])):
         if content.get("role") == "user":
             return " ".join(p.get("text", "") for p in content.get("parts", []))
+    for message in reversed(request.get("messages", [])):
+        if message.get("role") == "user":
+            return _text(message.get("content"))
     return ""
 
 
 def system_text(request: dict) -> str:
+    """The system instruction, in a Gemini request or an OpenAI one."""
+    if "messages" in request:
+        return " ".join(_text(m.get("content")) for m in request["messages"] if m.get("role") in ("system", "developer"))
     return " ".join(p.get("text", "") for p in request.get("systemInstruction", {}).get("parts", []))
 
 
