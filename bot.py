@@ -383,17 +383,21 @@ class CallSession:
         await self.worker.queue_frames([TTSSpeakFrame(text), EndWorkerFrame(reason=reason.value)])
 
     async def finish(self):
-        """Summarise the conversation (and find its outcome, if none was recorded), then report it."""
+        """Summarise the conversation (and find its outcome, if none was recorded, and the analysis
+        fields), then report it."""
         if self.progress.had_conversation() and can_summarise(self.settings):
-            summary, outcome = await summarise_call(
+            answer = await summarise_call(
                 self.settings,
                 self.settings.summary_prompt or DEFAULT_SUMMARY_PROMPT,
                 self.settings.call_outcomes,
                 self.progress.transcript_text(),
                 need_outcome=self.progress.outcome is None,
+                analysis_fields=self.config.analysis_fields,
             )
-            self.progress.summary = summary
-            self.progress.outcome = self.progress.outcome or outcome
+            self.progress.summary = answer.summary
+            self.progress.outcome = self.progress.outcome or answer.outcome
+            if self.config.analysis_fields:
+                self.progress.analysis, self.progress.analysis_errors = answer.analysis, answer.analysis_errors
         await self.reporter.report_final(self.progress.report())
 
 

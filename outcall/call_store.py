@@ -45,6 +45,7 @@ class CallFilter:
     campaign_id: str | None = None
     number: str | None = None  # the number called
     channel: str | None = None  # phone or browser (test calls)
+    analysis: tuple[str, str, str] | None = None  # (field, its type, value): calls whose analysis has it
     created_after: datetime | None = None
     created_before: datetime | None = None
 
@@ -59,6 +60,15 @@ class CallFilter:
         ):
             if value is not None:
                 query = query.where(column == value)
+        if self.analysis:
+            name, kind, value = self.analysis
+            stored = CallRecord.analysis[name]
+            if kind == "boolean":
+                query = query.where(stored.as_boolean() == (value == "true"))
+            elif kind == "number":
+                query = query.where(stored.as_float() == float(value))
+            else:
+                query = query.where(stored.as_string() == value)
         if self.created_after:
             query = query.where(CallRecord.created_at >= self.created_after)
         if self.created_before:
@@ -316,6 +326,9 @@ class CallStore:
                 record.outcome_notes = report.outcome.notes or None
                 record.callback_time = report.outcome.callback_time
             record.summary = report.summary or record.summary
+            if report.analysis is not None:
+                record.analysis = report.analysis
+                record.analysis_errors = report.analysis_errors or {}
             if report.final:
                 record.final_report_at = utcnow()
                 if report.end_reason:

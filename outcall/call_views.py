@@ -60,6 +60,8 @@ class CallDetail(CallSummary):
     outcome_corrections: list[OutcomeCorrectionView]
     contact_id: int | None
     summary: str | None
+    analysis: dict[str, Any]  # the post-call analysis fields' values (None: empty)…
+    analysis_errors: dict[str, str]  # …and why each empty one is
     transcript: list[TranscriptTurn]
     latencies_ms: list[int]
     error: str | None
@@ -96,7 +98,9 @@ EXPORT_COLUMNS = {
         "transcript", "error", "recording_sid",
     )
 } | {"metadata": "call_metadata"}
-EXPORT_AS_TEXT = {"variables", "metadata", "transcript"}
+EXPORT_AS_TEXT = {"variables", "metadata", "transcript", "analysis"}
+# After those, one column per analysis field ("analysis.sentiment"), read from the stored object.
+ANALYSIS_COLUMN = {"analysis": "analysis"}
 # Text that came from callees, CSV files or users: a spreadsheet must not run it as a formula.
 _FREE_TEXT = {"outcome_notes", "callback_time", "summary", "variables", "metadata", "transcript", "error"}
 _KINDS = [(name == "transcript", name in EXPORT_AS_TEXT, name in _FREE_TEXT) for name in EXPORT_COLUMNS]
@@ -119,14 +123,26 @@ def export_row(row: Row) -> list[str]:
     return cells
 
 
-async def calls_csv(rows: AsyncIterator[Row], batch: int = 500) -> AsyncIterator[str]:
-    """The export as CSV text, a few hundred rows per chunk."""
+def analysis_cells(stored: str | None, names: list[str]) -> list[str]:
+    """A call's analysis values, one cell per field, in `names`' order (empty when not filled)."""
+    values = json.loads(stored or "{}")
+    cells = []
+    for name in names:
+        value = values.get(name)
+        text = "" if value is None else json.dumps(value) if isinstance(value, bool) else str(value)
+        cells.append("'" + text if text.startswith(_FORMULA_START) else text)
+    return cells
+
+
+async def calls_csv(rows: AsyncIterator[Row], analysis_names: list[str], batch: int = 500) -> AsyncIterator[str]:
+    """The export as CSV text, a few hundred rows per chunk; `rows` hold EXPORT_COLUMNS, then
+    ANALYSIS_COLUMN."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(EXPORT_COLUMNS)
+    writer.writerow([*EXPORT_COLUMNS, *(f"analysis.{name}" for name in analysis_names)])
     count = 0
     async for row in rows:
-        writer.writerow(export_row(row))
+        writer.writerow(export_row(row) + analysis_cells(row.analysis, analysis_names))
         count += 1
         if count % batch == 0:
             yield buffer.getvalue()

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 
 from outcall import prompts
+from outcall.analysis import AnalysisField
 from outcall.phone_numbers import PhoneNumber
 from outcall.request_body import RequestBody
 from outcall.settings import Settings
@@ -73,6 +74,7 @@ class CallConfig(BaseModel):
     transfer_number: str | None = None
     recording: bool = False
     channel: Channel = Channel.PHONE
+    analysis_fields: list[AnalysisField] = Field(default_factory=list)  # what the post-call request extracts
     report_token: str = ""  # issued when the bot claims the call
     greeting_audio: str | None = None  # the greeting, synthesised while the phone rang: base64 8 kHz μ-law
 
@@ -111,6 +113,7 @@ def render_call_config(
         voicemail_message=rendered["voicemail_message"],
         transfer_number=script.transfer_number or settings.transfer_number,
         recording=settings.recording if script.record is None else script.record,
+        analysis_fields=settings.analysis_fields,
     )
 
 

@@ -19,7 +19,7 @@ from twilio.rest import Client as TwilioClient
 
 from outcall.api_errors import error_responses, unprocessable
 from outcall.call_store import CallFigures, CallFilter, CallStore, decode_cursor
-from outcall.call_views import EXPORT_AS_TEXT, EXPORT_COLUMNS, CallDetail, CallList, call_detail, call_summary, calls_csv
+from outcall.call_views import ANALYSIS_COLUMN, EXPORT_AS_TEXT, EXPORT_COLUMNS, CallDetail, CallList, call_detail, call_summary, calls_csv
 from outcall.calls import CallClaimError, CallConfig
 from outcall.dependencies import SettingsDep, CallStoreDep, bearer_token, require_api_key, require_report_token, require_twilio
 from outcall.greetings import GreetingAudio
@@ -58,9 +58,15 @@ def call_filter(
     channel: Channel | None = Query(None, description="phone, or browser: the console's test calls"),
     created_after: datetime | None = Query(None, description="ISO 8601; without a zone, UTC"),
     created_before: datetime | None = Query(None, description="ISO 8601; without a zone, UTC"),
+    analysis: str | None = Query(
+        None, max_length=200, description="an analysis field's value, as field:value (sentiment:negative)"
+    ),
+    *,
+    settings: SettingsDep,
 ) -> CallFilter:
     """The filters `GET /calls`, the export and the console's calls page share."""
     return CallFilter(
+        analysis=analysis_filter(analysis, settings) if analysis else None,
         status=status,
         outcome=outcome,
         end_reason=end_reason.value if end_reason else None,
@@ -73,6 +79,27 @@ def call_filter(
 
 
 CallFilterDep = Annotated[CallFilter, Depends(call_filter)]
+
+
+def analysis_filter(given: str, settings: Settings) -> tuple[str, str, str]:
+    """`field:value` as (field, its type, value); HTTPException 400 unless the server has such a
+    field and the value can be one of its values."""
+    name, sep, value = given.partition(":")
+    fields = {f.name: f for f in settings.analysis_fields}
+    field = fields.get(name.strip())
+    if not sep or field is None:
+        raise HTTPException(400, f"analysis must be field:value with one of the fields {', '.join(fields) or '(none set)'}")
+    value = value.strip()
+    if field.type == "boolean" and value not in ("true", "false"):
+        raise HTTPException(400, f"analysis field {field.name} is true or false, not {value!r}")
+    if field.type == "enum" and value not in field.options:
+        raise HTTPException(400, f"analysis field {field.name} is one of {', '.join(field.options)}, not {value!r}")
+    if field.type == "number":
+        try:
+            float(value)
+        except ValueError:
+            raise HTTPException(400, f"analysis field {field.name} is a number, not {value!r}")
+    return field.name, field.type, value
 
 
 def checked_cursor(cursor: str | None = Query(None, max_length=200, description="next_cursor from the previous page")) -> str | None:
@@ -102,14 +129,16 @@ async def list_calls(
     dependencies=[Depends(require_api_key)],
     responses={200: {"content": {"text/csv": {}}, "description": "one row per call, newest first"}},
 )
-async def export_calls(store: CallStoreDep, where: CallFilterDep):
-    """Every call the filters match, as CSV, streamed (any number of rows in flat memory)."""
-    return calls_csv_response(store, where)
+async def export_calls(store: CallStoreDep, where: CallFilterDep, settings: SettingsDep):
+    """Every call the filters match, as CSV, streamed (any number of rows in flat memory); the
+    analysis fields come last, a column each."""
+    return calls_csv_response(store, where, settings)
 
 
-def calls_csv_response(store: CallStore, where: CallFilter) -> StreamingResponse:
+def calls_csv_response(store: CallStore, where: CallFilter, settings: Settings) -> StreamingResponse:
+    rows = store.rows(EXPORT_COLUMNS | ANALYSIS_COLUMN, where, as_text=EXPORT_AS_TEXT)
     return StreamingResponse(
-        calls_csv(store.rows(EXPORT_COLUMNS, where, as_text=EXPORT_AS_TEXT)),
+        calls_csv(rows, [field.name for field in settings.analysis_fields]),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="calls.csv"'},
     )

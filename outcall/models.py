@@ -41,6 +41,8 @@ class CallRecord(Base):
     # [{"outcome", "notes", "previous", "by", "at"}]: an operator's corrections, newest last
     outcome_corrections: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
     summary: Mapped[str | None] = mapped_column(Text)
+    analysis: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")  # outcall/analysis.py
+    analysis_errors: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     transcript: Mapped[list[Any]]
     latencies_ms: Mapped[list[Any]]
     error: Mapped[str | None] = mapped_column(Text)

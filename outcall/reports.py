@@ -14,6 +14,7 @@ from typing import Literal
 from loguru import logger
 from pydantic import Field
 
+from outcall.analysis import AnalysisValue
 from outcall.request_body import RequestBody
 from outcall.values import EndReason
 
@@ -47,6 +48,9 @@ class CallReport(RequestBody):
     outcome: RecordedOutcome | None = None
     summary: str | None = Field(default=None, max_length=5000)
     end_reason: EndReason | None = None
+    # The post-call analysis (outcall/analysis.py): every field's value, and why each empty one is
+    analysis: dict[str, AnalysisValue] | None = Field(default=None, max_length=100)
+    analysis_errors: dict[str, str] | None = Field(default=None, max_length=100)
 
 
 @dataclass
@@ -57,6 +61,8 @@ class CallProgress:
     outcome: RecordedOutcome | None = None
     summary: str | None = None
     end_reason: EndReason | None = None
+    analysis: dict[str, AnalysisValue] | None = None
+    analysis_errors: dict[str, str] | None = None
 
     def end(self, reason: EndReason) -> None:
         """Record why the call ends; the first reason stands."""
@@ -75,6 +81,8 @@ class CallProgress:
             outcome=self.outcome,
             summary=self.summary,
             end_reason=self.end_reason,
+            analysis=self.analysis,
+            analysis_errors=self.analysis_errors,
         )
 
 

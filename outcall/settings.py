@@ -1,5 +1,6 @@
 """All configuration, read once from the environment (and `.env`)."""
 
+import json
 from functools import cached_property
 from typing import Annotated, Literal
 
@@ -7,6 +8,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
+from outcall.analysis import DEFAULT_ANALYSIS_FIELDS, AnalysisField, unique_names
 from outcall.phone_numbers import PhoneNumber
 from outcall.values import DEFAULT_OUTCOMES
 
@@ -82,6 +84,8 @@ class Settings(BaseSettings):
     # Call lifecycle
     call_outcomes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_OUTCOMES))
     summary_prompt: str | None = None  # None: pipelines.summary.DEFAULT_SUMMARY_PROMPT
+    # What the post-call request extracts from every conversation (JSON list; outcall/analysis.py)
+    analysis_fields: Annotated[list[AnalysisField], NoDecode] = Field(default_factory=lambda: list(DEFAULT_ANALYSIS_FIELDS))
     voicemail: Literal["off", "hangup", "leave_message"] = "off"
     voicemail_message: str | None = None  # template; None: outcall.prompts.DEFAULT_VOICEMAIL_MESSAGE
     voicemail_voice: str = "Polly.Joanna-Neural"
@@ -114,6 +118,21 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_separated(cls, value):
         return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+    @field_validator("analysis_fields", mode="before")
+    @classmethod
+    def _analysis_fields_json(cls, value):
+        if isinstance(value, str):  # from the environment: JSON, empty for the default
+            try:
+                return json.loads(value) if value.strip() else list(DEFAULT_ANALYSIS_FIELDS)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"ANALYSIS_FIELDS must be a JSON list of fields (see env.example): {e}") from None
+        return value
+
+    @field_validator("analysis_fields")
+    @classmethod
+    def _unique_analysis_fields(cls, fields: list[AnalysisField]) -> list[AnalysisField]:
+        return unique_names(fields)
 
     @field_validator("server_url")
     @classmethod

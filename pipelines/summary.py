@@ -1,15 +1,18 @@
-"""The post-call summary: one LLM request after the conversation, for a two-sentence summary and,
-when the LLM recorded none during the call, the outcome. Its prompt is a setting (`SUMMARY_PROMPT`).
-It asks the call's own LLM (Gemini, or the OpenAI-compatible endpoint) for JSON that follows a
-schema, in each API's own structured-output form."""
+"""The post-call summary: one LLM request after the conversation, for a two-sentence summary,
+the outcome when the LLM recorded none during the call, and the analysis fields the user
+defined (outcall/analysis.py). Its prompt is a setting (`SUMMARY_PROMPT`). It asks the call's
+own LLM (Gemini, or the OpenAI-compatible endpoint) for JSON that follows a schema, in each
+API's own structured-output form."""
 
 import asyncio
 import json
+from dataclasses import dataclass, field
 
 from google import genai
 from google.genai import types
 from loguru import logger
 
+from outcall.analysis import AnalysisField, AnalysisValue, answer_schema, failed, read_answer
 from outcall.reports import RecordedOutcome
 from outcall.settings import Settings
 from pipelines.default import google_http_options, openai_api_key
@@ -57,10 +60,23 @@ async def ask_for_json(settings: Settings, instruction: str, text: str, schema: 
     return json.loads(response.text or "{}")
 
 
+@dataclass
+class PostCallAnswer:
+    """What the post-call request found: the summary, the outcome (when none was recorded), and
+    the analysis fields' values with the reason for each empty one."""
+
+    summary: str | None = None
+    outcome: RecordedOutcome | None = None
+    analysis: dict[str, AnalysisValue] = field(default_factory=dict)
+    analysis_errors: dict[str, str] = field(default_factory=dict)
+
+
 async def summarise_call(
-    settings: Settings, prompt: str, outcomes: list[str], transcript_text: str, need_outcome: bool
-) -> tuple[str | None, RecordedOutcome | None]:
-    """One LLM request after the call: a summary, and the outcome when none was recorded."""
+    settings: Settings, prompt: str, outcomes: list[str], transcript_text: str, need_outcome: bool,
+    analysis_fields: list[AnalysisField],
+) -> PostCallAnswer:
+    """One LLM request after the call: a summary, the outcome when none was recorded, and the
+    analysis fields."""
     schema = {
         "type": "object",
         "properties": {
@@ -71,15 +87,23 @@ async def summarise_call(
         },
         "required": ["summary", "outcome"] if need_outcome else ["summary"],
     }
+    if analysis_fields:
+        schema["properties"]["analysis"] = answer_schema(analysis_fields)
+        schema["required"].append("analysis")
     try:
         async with asyncio.timeout(SUMMARY_TIMEOUT_SECS):  # the final report waits for this
             data = await ask_for_json(settings, prompt, f"Transcript:\n{transcript_text}", schema)
+        if not isinstance(data, dict):
+            raise ValueError("the answer is not a JSON object")
     except Exception as e:
         logger.warning(f"Post-call summary failed: {type(e).__name__}: {e}")
-        return None, None
-    outcome = None
+        values, reasons = failed(analysis_fields, f"the post-call request failed ({type(e).__name__})")
+        return PostCallAnswer(analysis=values, analysis_errors=reasons)
+    answer = PostCallAnswer(summary=data.get("summary") if isinstance(data.get("summary"), str) else None)
     if need_outcome and data.get("outcome") in outcomes:
-        outcome = RecordedOutcome(
-            outcome=data["outcome"], notes=data.get("notes") or "", callback_time=data.get("callback_time") or None
+        answer.outcome = RecordedOutcome(
+            outcome=data["outcome"], notes=str(data.get("notes") or "")[:2000],
+            callback_time=str(data["callback_time"])[:64] if data.get("callback_time") else None,
         )
-    return data.get("summary") or None, outcome
+    answer.analysis, answer.analysis_errors = read_answer(analysis_fields, data.get("analysis"))
+    return answer

@@ -1,6 +1,7 @@
 """Shared fixtures: every vendor faked on 127.0.0.1 and the real server in front of them."""
 
 import asyncio
+import json
 import os
 import socket
 import sys
@@ -152,7 +153,9 @@ def server_environment(settings: Settings) -> dict[str, str]:
         if value is None:
             continue
         value = value.get_secret_value() if hasattr(value, "get_secret_value") else value
-        env[name.upper()] = ",".join(value) if isinstance(value, list) else str(value)
+        if isinstance(value, list):  # CALL_OUTCOMES is comma-separated, ANALYSIS_FIELDS JSON
+            value = ",".join(value) if all(isinstance(v, str) for v in value) else json.dumps(value)
+        env[name.upper()] = str(value)
     return env
 
 

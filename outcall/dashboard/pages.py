@@ -204,8 +204,8 @@ async def calls_page(request: Request, session: SessionDep, store: CallStoreDep,
 
 
 @router.get("/console/calls/export.csv")
-async def export_calls(session: SessionDep, store: CallStoreDep, where: CallFilterDep):
-    return calls_api.calls_csv_response(store, where)
+async def export_calls(session: SessionDep, store: CallStoreDep, where: CallFilterDep, settings: SettingsDep):
+    return calls_api.calls_csv_response(store, where, settings)
 
 
 @router.get("/console/calls/{call_id}")

@@ -6,7 +6,8 @@ parts` decides the reply, where a part is `{"text": …}` or `{"functionCall": {
 `finishReason` and `usageMetadata`.
 
 Plain requests (the post-call summary, asking for JSON) are recorded in `summary_requests`;
-`summarise(request) -> dict` is the JSON object the model returns as its text.
+`summarise(request) -> dict` is the JSON object the model returns as its text (a `str` is
+returned as it is, to play a model that breaks its schema).
 """
 
 import json
@@ -18,13 +19,20 @@ Respond = Callable[[dict], list[dict]]
 Summarise = Callable[[dict], dict]
 
 
-def plain_summary(request: dict) -> dict:
-    """A summary that fills in what the request's JSON schema requires."""
-    required = request.get("generationConfig", {}).get("responseJsonSchema", {}).get("required", [])
+def answer_for_schema(schema: dict) -> dict:
+    """A summary that fills in what a post-call JSON schema requires, each analysis enum with
+    its first option."""
     answer = {"summary": "The callee spoke with the agent."}
-    if "outcome" in required:
+    if "outcome" in schema.get("required", []):
         answer["outcome"] = "other"
+    if "analysis" in schema.get("properties", {}):
+        fields = schema["properties"]["analysis"].get("properties", {})
+        answer["analysis"] = {name: prop["enum"][0] for name, prop in fields.items() if "enum" in prop}
     return answer
+
+
+def plain_summary(request: dict) -> dict:
+    return answer_for_schema(request.get("generationConfig", {}).get("responseJsonSchema", {}))
 
 
 def _text(content) -> str:
@@ -88,7 +96,8 @@ class FakeGemini:
         if action == "generateContent":
             body = await request.json()
             self.summary_requests.append(body)
-            text = json.dumps(self.summarise(body))
+            answer = self.summarise(body)
+            text = answer if isinstance(answer, str) else json.dumps(answer)
             return web.json_response({
                 "candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP",
                                 "index": 0}],

@@ -20,17 +20,14 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from tests.fakes.gemini import answer_for_schema
+
 Respond = Callable[[dict], list[dict]]
 Summarise = Callable[[dict], dict]
 
 
 def plain_summary(request: dict) -> dict:
-    """A summary that fills in what the request's JSON schema requires."""
-    schema = request.get("response_format", {}).get("json_schema", {}).get("schema", {})
-    answer = {"summary": "The callee spoke with the agent."}
-    if "outcome" in schema.get("required", []):
-        answer["outcome"] = "other"
-    return answer
+    return answer_for_schema(request.get("response_format", {}).get("json_schema", {}).get("schema", {}))
 
 
 class FakeOpenAI:

@@ -142,6 +142,21 @@ function callPage(root) {
     }
     setText(root, "talk_secs", call.talk_secs == null ? null : `${Math.round(call.talk_secs)} s`);
     root.querySelector('[data-field="transcript"]').replaceChildren(...call.transcript.map(turnElement));
+    const analysis = Object.entries(call.analysis ?? {});
+    if (analysis.length) {
+      root.querySelector('[data-field="analysis"]').replaceChildren(...analysis.flatMap(([name, value]) => {
+        const term = document.createElement("dt");
+        term.textContent = name;
+        const detail = document.createElement("dd");
+        if (value === null) {
+          detail.className = "empty";
+          detail.textContent = `– ${call.analysis_errors?.[name] ?? ""}`;
+        } else {
+          detail.textContent = typeof value === "string" ? value : JSON.stringify(value);
+        }
+        return [term, detail];
+      }));
+    }
     root.querySelector('[data-field="no-transcript"]').hidden = call.transcript.length > 0;
     root.querySelector('[data-field="timeline"]').replaceChildren(...call.timeline.map((change) => {
       const item = document.createElement("li");
