@@ -76,6 +76,7 @@ async def run_call(runner_args: WebSocketRunnerArguments, settings: Settings, se
     if config is None:
         await websocket.close(code=1008, reason="stream not authorised")
         return
+    settings = config.call_settings(settings)  # an agent's outcomes, limits, voice and model
     greeting_secs = None
     if config.greeting_audio and not config.wait_for_callee:
         greeting_secs = await play_greeting(websocket, call_data.stream_id or "", base64.b64decode(config.greeting_audio))

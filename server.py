@@ -9,6 +9,7 @@ Routes:
                                 or the console's test phone speaking the same protocol (session + Origin + stream token)
 - /calls…                       call records, hang-up; the bot's claim and reports (outcall/calls_api.py)
 - /campaigns…                   campaigns and their contacts (outcall/campaigns_api.py)
+- /agents…                      saved, versioned agent profiles (outcall/agents_api.py)
 - /do-not-call…                 the do-not-call list (outcall/do_not_call_api.py)
 - /twilio/…                     status, answering-machine and recording callbacks (outcall/twilio_webhooks.py)
 - GET  /health                  200, or 503 while draining for a shutdown (outcall/draining.py)
@@ -30,7 +31,9 @@ from pipecat.runner.types import WebSocketRunnerArguments
 from pydantic import ValidationError
 
 import bot
-from outcall import browser_calls, calls_api, campaigns_api, do_not_call_api, prompts, twilio_webhooks
+from outcall import agents_api, browser_calls, calls_api, campaigns_api, do_not_call_api, prompts, twilio_webhooks
+from outcall.agent_store import AgentError, AgentStore
+from outcall.agents import AgentProfile, config_with_agent, script_with_agent
 from outcall.api_errors import error_responses, unprocessable
 from outcall.call_events import CallEventDelivery
 from outcall.call_store import CallStore
@@ -83,17 +86,29 @@ def require_calling_configured(settings: SettingsDep) -> None:
         raise HTTPException(503, f"Calling is not configured: set {', '.join(missing)} on the server")
 
 
-def build_call_config(request: DialoutRequest, settings: Settings) -> CallConfig:
-    """Render the call's templates now, so a missing value is a 422, not a mid-call surprise."""
+async def build_call_config(request: DialoutRequest, settings: Settings, agents: AgentStore) -> tuple[CallConfig, dict]:
+    """Render the call's templates now (with its agent's, if it names one), so a missing value
+    is a 422, not a mid-call surprise. Returns the config and the variables it was filled with."""
     from_number = request.from_number or settings.twilio_phone_number
     if not from_number:
         raise unprocessable("from_number", "from_number is required: the server has no TWILIO_PHONE_NUMBER default")
+    agent = None
+    if request.agent_id:
+        try:
+            agent = await agents.get(request.agent_id)
+        except AgentError as e:
+            raise unprocessable("agent_id", e.message)
+    profile = AgentProfile.model_validate(agent.profile) if agent else None
+    script = script_with_agent(profile, request) if profile else request
     try:
-        return render_call_config(
-            settings, request, call_id=str(uuid.uuid4()), to_number=request.to_number, from_number=from_number
+        config = render_call_config(
+            settings, script, call_id=str(uuid.uuid4()), to_number=request.to_number, from_number=from_number
         )
     except prompts.TemplateError as e:
         raise unprocessable(e.field, str(e))
+    if agent:
+        config = config_with_agent(config, profile, agent.id, agent.version)
+    return config, script.variables
 
 
 class InProcessServerLink:
@@ -164,6 +179,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, han
             database, events_enabled=delivery is not None, on_event=delivery.wake if delivery else lambda: None, clock=clock
         )
         app.state.campaigns = CampaignStore(database, clock)
+        app.state.agents = AgentStore(database, clock)
         app.state.do_not_call = DoNotCallList(database)
         app.state.twilio = create_twilio_client(settings) if settings.twilio_account_sid else None
         app.state.greetings = GreetingAudio(settings, settings.greeting_cache_mb * 2**20, database)
@@ -201,6 +217,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, han
     app.state.settings = settings
     app.include_router(calls_api.router)
     app.include_router(campaigns_api.router)
+    app.include_router(agents_api.router)
     app.include_router(do_not_call_api.router)
     app.include_router(twilio_webhooks.router)
     app.include_router(console_pages.router)
@@ -248,10 +265,10 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, han
                 503, "This server is shutting down; retry shortly (another instance may take the call)",
                 headers={"Retry-After": str(RETRY_AFTER_SECS)},
             )
-        config = build_call_config(body, settings)
+        config, variables = await build_call_config(body, settings, request.app.state.agents)
         if await request.app.state.do_not_call.get(config.to_number):
             raise HTTPException(409, f"{config.to_number} is on the do-not-call list; remove it there to call it")
-        await store.create(config, variables=body.variables, metadata=body.metadata)
+        await store.create(config, variables=variables, metadata=body.metadata)
         request.app.state.greetings.prepare(config)
         try:
             call_sid = await make_twilio_call(request.app.state.twilio, settings, config)

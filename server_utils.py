@@ -23,6 +23,7 @@ class DialoutRequest(CallScript):
     to_number: PhoneNumber
     from_number: PhoneNumber | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    agent_id: str | None = Field(default=None, max_length=36, description="run this agent; the fields above override its own")
 
 
 class DialoutResponse(BaseModel):

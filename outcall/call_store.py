@@ -46,6 +46,8 @@ class CallFilter:
     number: str | None = None  # the number called
     channel: str | None = None  # phone or browser (test calls)
     analysis: tuple[str, str, str] | None = None  # (field, its type, value): calls whose analysis has it
+    agent_id: str | None = None
+    agent_version: int | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
 
@@ -57,6 +59,8 @@ class CallFilter:
             (CallRecord.campaign_id, self.campaign_id),
             (CallRecord.to_number, self.number),
             (CallRecord.channel, self.channel),
+            (CallRecord.agent_id, self.agent_id),
+            (CallRecord.agent_version, self.agent_version),
         ):
             if value is not None:
                 query = query.where(column == value)
@@ -142,6 +146,8 @@ class CallStore:
             campaign_id=campaign_id,
             contact_id=contact_id,
             channel=config.channel,
+            agent_id=config.agent_id,
+            agent_version=config.agent_version,
         )
 
     @uninterrupted

@@ -36,6 +36,8 @@ class CallSummary(BaseModel):
     talk_secs: float | None
     campaign_id: str | None
     channel: str  # phone, or browser for a test call from the console
+    agent_id: str | None  # the agent and version the call ran (outcall/agents.py)
+    agent_version: int | None
 
 
 class OutcomeCorrectionView(BaseModel):
@@ -93,7 +95,7 @@ def call_detail(record: CallRecord) -> CallDetail:
 EXPORT_COLUMNS = {
     name: name
     for name in (
-        "id", "created_at", "channel", "to_number", "from_number", "campaign_id", "status", "answered_by", "end_reason",
+        "id", "created_at", "channel", "to_number", "from_number", "campaign_id", "agent_id", "agent_version", "status", "answered_by", "end_reason",
         "outcome", "outcome_notes", "callback_time", "ring_secs", "talk_secs", "summary", "variables", "metadata",
         "transcript", "error", "recording_sid",
     )

@@ -75,12 +75,33 @@ class CallConfig(BaseModel):
     recording: bool = False
     channel: Channel = Channel.PHONE
     analysis_fields: list[AnalysisField] = Field(default_factory=list)  # what the post-call request extracts
+    # An agent's choices (outcall/agents.py); None: the server's settings
+    idle_timeout_secs: float | None = None
+    outcomes: list[str] | None = None
+    voice: str | None = None
+    llm_model: str | None = None
+    agent_id: str | None = None
+    agent_version: int | None = None
     report_token: str = ""  # issued when the bot claims the call
     greeting_audio: str | None = None  # the greeting, synthesised while the phone rang: base64 8 kHz μ-law
 
     @property
     def can_transfer(self) -> bool:
         return bool(self.transfer_number)
+
+    def call_settings(self, settings: Settings) -> Settings:
+        """The server's settings with this call's own choices over them, for everything the call
+        reads from settings: its outcomes, silence limit, voice and LLM model."""
+        update: dict = {}
+        if self.outcomes:
+            update["call_outcomes"] = self.outcomes
+        if self.idle_timeout_secs:
+            update["idle_timeout_secs"] = self.idle_timeout_secs
+        if self.voice:
+            update["cartesia_voice"] = self.voice
+        if self.llm_model:
+            update["openai_model" if settings.llm_provider == "openai" else "google_model"] = self.llm_model
+        return settings.model_copy(update=update) if update else settings
 
 
 def render_call_config(

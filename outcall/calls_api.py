@@ -56,6 +56,8 @@ def call_filter(
     campaign_id: str | None = Query(None, max_length=36),
     number: PhoneNumber | None = Query(None, description="the number called, E.164"),
     channel: Channel | None = Query(None, description="phone, or browser: the console's test calls"),
+    agent_id: str | None = Query(None, max_length=36),
+    agent_version: int | None = Query(None, ge=1, description="with agent_id: the calls of one version"),
     created_after: datetime | None = Query(None, description="ISO 8601; without a zone, UTC"),
     created_before: datetime | None = Query(None, description="ISO 8601; without a zone, UTC"),
     analysis: str | None = Query(
@@ -73,6 +75,8 @@ def call_filter(
         campaign_id=campaign_id,
         number=number,
         channel=channel.value if channel else None,
+        agent_id=agent_id,
+        agent_version=agent_version,
         created_after=_aware(created_after),
         created_before=_aware(created_before),
     )
@@ -181,10 +185,11 @@ async def correct_call(call_id: str, body: OutcomeCorrection, store: CallStoreDe
 
 
 async def correct_outcome(store: CallStore, settings: Settings, call_id: str, body: OutcomeCorrection, by: str) -> CallRecord:
-    """Raises HTTPException: no such call, or an outcome the server does not know."""
-    if body.outcome not in settings.call_outcomes:
-        raise unprocessable("outcome", f"outcome must be one of {', '.join(settings.call_outcomes)}")
-    await _record(store, call_id)
+    """Raises HTTPException: no such call, or an outcome the call's agent (else the server) does not know."""
+    record = await _record(store, call_id)
+    outcomes = CallConfig.model_validate(record.config).outcomes or settings.call_outcomes
+    if body.outcome not in outcomes:
+        raise unprocessable("outcome", f"outcome must be one of {', '.join(outcomes)}")
     logger.info(f"Call {call_id}: outcome corrected to {body.outcome} by {by}")
     return await store.correct_outcome(call_id, body.outcome, body.notes, by)
 
@@ -223,7 +228,7 @@ async def claim_call(
     greeting's audio if it was synthesised while the phone rang. Raises CallClaimError."""
     secret = settings.secret("stream_secret") or ""
     config = await store.claim(call_id, token, secret, report_ttl_secs(settings), channel)
-    audio = await greetings.get(config.greeting) if not config.wait_for_callee else None
+    audio = await greetings.get(config.greeting, config.voice) if not config.wait_for_callee else None
     return config.model_copy(update={"greeting_audio": base64.b64encode(audio).decode() if audio else None})
 
 

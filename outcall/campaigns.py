@@ -49,6 +49,7 @@ class CampaignSettings(CallScript):
     variables, its CSV columns, override `variables`), numbers, schedule, pace and retries."""
 
     timezone: TimeZoneName = Field(description="IANA zone for contacts whose number does not tell, and for dates")
+    agent_id: str | None = Field(default=None, max_length=36, description="run this agent (its current version at each dial); the script fields here override its own")
     from_numbers: list[PhoneNumber] = Field(default_factory=list, max_length=100, description="used in rotation; empty: TWILIO_PHONE_NUMBER")
     default_country: str | None = Field(default=None, description="ISO code (US, GB…) for numbers written without +country code")
     start_date: date | None = None

@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from twilio.rest import Client as TwilioClient
 
+from outcall.agent_store import AgentStore
 from outcall.call_store import CallStore
 from outcall.campaign_store import CampaignStore
 from outcall.do_not_call import DoNotCallList
@@ -25,6 +26,10 @@ def get_campaigns(request: Request) -> CampaignStore:
     return request.app.state.campaigns
 
 
+def get_agents(request: Request) -> AgentStore:
+    return request.app.state.agents
+
+
 def get_do_not_call(request: Request) -> DoNotCallList:
     return request.app.state.do_not_call
 
@@ -32,6 +37,7 @@ def get_do_not_call(request: Request) -> DoNotCallList:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 CallStoreDep = Annotated[CallStore, Depends(get_call_store)]
 CampaignsDep = Annotated[CampaignStore, Depends(get_campaigns)]
+AgentsDep = Annotated[AgentStore, Depends(get_agents)]
 DoNotCallDep = Annotated[DoNotCallList, Depends(get_do_not_call)]
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from twilio.rest import Client as TwilioClient
 
 from outcall import do_not_call, prompts
+from outcall.agents import AgentProfile, config_with_agent, script_with_agent
 from outcall.call_store import CallStore
 from outcall.calling_windows import is_open, next_opening, zone
 from outcall.calls import CallConfig, render_call_config
@@ -31,7 +32,7 @@ from outcall.clock import Clock
 from outcall.contact_calls import DoneReason
 from outcall.greetings import GreetingAudio
 from outcall.database import Database, for_update, uninterrupted
-from outcall.models import IN_FLIGHT, FINAL_STATUSES, Campaign, CampaignStatus, CallRecord, Contact, ContactState
+from outcall.models import IN_FLIGHT, FINAL_STATUSES, Agent, Campaign, CampaignStatus, CallRecord, Contact, ContactState
 from outcall.settings import Settings
 from outcall.twilio_api import TwilioCallError, make_twilio_call
 
@@ -132,6 +133,11 @@ class Dispatcher:
             settings = CampaignSettings.model_validate(campaign.settings)
             if await self._should_stop(session, campaign, settings, now):
                 return []
+            agent = await session.get(Agent, settings.agent_id) if settings.agent_id else None
+            if settings.agent_id and agent is None:
+                campaign.status = CampaignStatus.PAUSED.value
+                campaign.status_reason = f"its agent {settings.agent_id} no longer exists: choose another, then resume"
+                return []
             today = now.astimezone(zone(settings.timezone)).date().isoformat()
             if campaign.dial_day != today:
                 campaign.dial_day, campaign.dials_today = today, 0
@@ -163,7 +169,7 @@ class Dispatcher:
                 elif not is_open(settings.calling_windows, contact.timezone, now):
                     contact.next_attempt_at = next_opening(settings.calling_windows, contact.timezone, now)
                 elif len(dials) < slots:
-                    dial = self._prepare(session, campaign, settings, contact, at=first_at + len(dials) * spacing, now=now)
+                    dial = self._prepare(session, campaign, settings, agent, contact, at=first_at + len(dials) * spacing, now=now)
                     if dial:
                         dials.append(dial)
             campaign.next_dial_at = first_at + len(dials) * spacing if dials else campaign.next_dial_at
@@ -221,16 +227,22 @@ class Dispatcher:
         )
 
     def _prepare(
-        self, session: AsyncSession, campaign: Campaign, settings: CampaignSettings, contact: Contact, at: datetime, now: datetime
+        self, session: AsyncSession, campaign: Campaign, settings: CampaignSettings, agent: Agent | None, contact: Contact,
+        at: datetime, now: datetime,
     ) -> Dial | None:
         """Claim the contact: its call record is written and it moves to `dialing`."""
         numbers = settings.from_numbers or [self.settings.twilio_phone_number]
         from_number = numbers[campaign.next_from_index % len(numbers)]
         script = settings.script_for(contact.variables)
+        profile = AgentProfile.model_validate(agent.profile) if agent else None
+        if profile:
+            script = script_with_agent(profile, script)
         try:
             config = render_call_config(
                 self.settings, script, call_id=str(uuid.uuid4()), to_number=contact.phone, from_number=from_number
             )
+            if agent:
+                config = config_with_agent(config, profile, agent.id, agent.version)
         except prompts.TemplateError as e:
             logger.warning(f"Contact {contact.id} of campaign {campaign.id} cannot be called: {e}")
             contact.state, contact.done_reason, contact.updated_at = ContactState.DONE.value, DoneReason.INVALID, now

@@ -61,6 +61,8 @@ class CallRecord(Base):
     campaign_id: Mapped[str | None] = mapped_column(String(36))
     contact_id: Mapped[int | None] = mapped_column(BigInteger)
     channel: Mapped[str] = mapped_column(String(8), default="phone", server_default="phone")  # values.Channel
+    agent_id: Mapped[str | None] = mapped_column(String(36))  # the agent and version the call ran (outcall/agents.py)
+    agent_version: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         Index("ix_calls_created", "created_at", "id"),
@@ -69,6 +71,7 @@ class CallRecord(Base):
         Index("ix_calls_outcome_created", "outcome", "created_at"),
         Index("ix_calls_updated", "updated_at"),
         Index("ix_calls_to_created", "to_number", "created_at"),
+        Index("ix_calls_agent_created", "agent_id", "agent_version", "created_at"),
     )
 
     @property
@@ -169,6 +172,31 @@ class DoNotCall(Base):
     phone: Mapped[str] = mapped_column(String(20), primary_key=True)
     reason: Mapped[str | None] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(16))  # api, import, cli, outcome
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Agent(Base):
+    """A named call profile (outcall/agents.py); `profile` is its current version's."""
+
+    __tablename__ = "agents"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer)
+    profile: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AgentVersion(Base):
+    """Every version an agent has had, kept for the calls that ran it."""
+
+    __tablename__ = "agent_versions"
+
+    agent_id: Mapped[str] = mapped_column(String(36), ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    profile: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -69,6 +69,7 @@ class FakeGemini:
         self.summarise = summarise
         self.requests: list[dict] = []
         self.summary_requests: list[dict] = []
+        self.paths: list[str] = []  # every request's path, which names the model
         self.base_url = ""
         self._runner = None
 
@@ -92,6 +93,7 @@ class FakeGemini:
                            "status": "INVALID_ARGUMENT"}},
                 status=400,
             )
+        self.paths.append(request.path)
         action = request.match_info["model_action"].rpartition(":")[2]
         if action == "generateContent":
             body = await request.json()

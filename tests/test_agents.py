@@ -1,0 +1,127 @@
+"""Agents (outcall/agents.py): saved and versioned, run from /dialout and from campaigns, each
+call recording the version it ran, so versions compare."""
+
+import csv
+import io
+from datetime import UTC, datetime
+
+import pytest
+
+from tests.campaign_helpers import ALL_DAY, contacts, new_campaign, wait_for
+from tests.conftest import CALLEE_NUMBER, MovableClock, speech
+
+PROFILE = {
+    "prompt": "You book check-ups for Acme Clinic. The patient is {name}.",
+    "greeting": "Hi {name}, this is Acme Clinic calling about your check-up.",
+    "variables": {"clinic": "Acme"},
+    "outcomes": ["booked", "not_booked"],
+    "voice": "agent-voice-id",
+    "llm_model": "agent-model",
+    "max_duration_secs": 300,
+    "analysis_fields": [{"name": "booked_day", "type": "string", "description": "The day they booked, if any"}],
+}
+
+
+@pytest.fixture
+def server_clock():
+    return MovableClock(datetime(2027, 3, 15, 14, 0, tzinfo=UTC))  # Monday 10:00 in New York
+
+
+async def create_agent(server, name="Check-ups", **profile) -> dict:
+    response = await server.post("/agents", {"name": name, "profile": {**PROFILE, **profile}})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def greeted_callee():
+    async def callee(call):
+        await call.wait_for_bot_to_speak()
+        await call.say(speech("yes_this_is_ada"))
+        await call.wait_for_bot_to_speak()
+        await call.hang_up()
+
+    return callee
+
+
+async def test_every_change_makes_a_version_and_bad_profiles_change_nothing(server):
+    agent = await create_agent(server)
+    assert (agent["version"], agent["profile"]["outcomes"]) == (1, ["booked", "not_booked"])
+    changed = await server.client.patch(f"/agents/{agent['id']}", json={"profile": {"greeting": "Hello {name}!"}},
+                                        headers={"X-API-Key": server.settings.secret("dialout_api_key")})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["version"] == 2 and changed.json()["profile"]["prompt"] == PROFILE["prompt"]
+    versions = (await server.get(f"/agents/{agent['id']}/versions")).json()["versions"]
+    assert [v["version"] for v in versions] == [2, 1] and versions[1]["profile"]["greeting"] == PROFILE["greeting"]
+    assert (await server.get(f"/agents/{agent['id']}/versions/1")).json()["profile"]["greeting"] == PROFILE["greeting"]
+
+    headers = {"X-API-Key": server.settings.secret("dialout_api_key")}
+    for profile, field in [({"greeting": "Hi {"}, "greeting"), ({"outcomes": ["not a name"]}, "outcomes"),
+                           ({"colour": "blue"}, "colour"), ({"max_duration_secs": 5}, "max_duration_secs")]:
+        bad = await server.client.patch(f"/agents/{agent['id']}", json={"profile": profile}, headers=headers)
+        assert bad.status_code == 422 and field in str(bad.json()["detail"][0]["loc"]), (profile, bad.text)
+    assert (await server.post("/agents", {"name": "x", "profile": {"greting": "typo"}})).status_code == 422
+    assert (await server.get(f"/agents/{agent['id']}")).json()["version"] == 2  # nothing changed
+    assert (await server.get("/agents/nope")).status_code == 404
+
+
+async def test_dialout_runs_an_agent_and_the_records_compare_its_versions(vendors, server):
+    agent = await create_agent(server)
+    vendors.twilio.callee = greeted_callee()
+    vendors.gemini.summarise = lambda request: {"summary": "Booked.", "outcome": "booked", "analysis": {"booked_day": "Tuesday"}}
+    first = await server.dialout({"to_number": CALLEE_NUMBER, "agent_id": agent["id"], "variables": {"name": "Ada"}})
+    assert first.status_code == 200, first.text
+    record = await server.record(first.json()["call_id"], until=lambda r: r["end_reason"] and r["summary"], timeout=30)
+
+    # The agent's script, voice, model, outcomes and analysis fields ran the call.
+    assert vendors.cartesia.bytes_requests[0]["transcript"] == "Hi Ada, this is Acme Clinic calling about your check-up."
+    assert vendors.cartesia.bytes_requests[0]["voice"]["id"] == "agent-voice-id"
+    request = vendors.gemini.requests[0]
+    assert "The patient is Ada" in str(request["systemInstruction"])
+    tools = {d["name"]: d for t in request["tools"] for d in t["functionDeclarations"]}
+    assert tools["record_outcome"]["parameters"]["properties"]["outcome"]["enum"] == ["booked", "not_booked"]
+    assert any("agent-model" in path for path in vendors.gemini.paths)
+    assert (record["agent_id"], record["agent_version"], record["outcome"]) == (agent["id"], 1, "booked")
+    assert record["analysis"] == {"booked_day": "Tuesday"} and record["variables"] == {"clinic": "Acme", "name": "Ada"}
+
+    # The call's own fields override the agent's; a new version runs the next call.
+    headers = {"X-API-Key": server.settings.secret("dialout_api_key")}
+    await server.client.patch(f"/agents/{agent['id']}", json={"profile": {"greeting": "Hello {name}, Acme again."}}, headers=headers)
+    second = await server.dialout({"to_number": CALLEE_NUMBER, "agent_id": agent["id"], "variables": {"name": "Bo"}})
+    await server.record(second.json()["call_id"], until=lambda r: r["end_reason"] and r["summary"], timeout=30)
+    third = await server.dialout({"to_number": CALLEE_NUMBER, "agent_id": agent["id"], "variables": {"name": "Cy"},
+                                  "greeting": "Cy, one question."})
+    await server.record(third.json()["call_id"], until=lambda r: r["end_reason"] and r["summary"], timeout=30)
+    greetings = [r["transcript"] for r in vendors.cartesia.bytes_requests]
+    assert greetings[1:] == ["Hello Bo, Acme again.", "Cy, one question."]
+
+    by_version = {v: [c["id"] for c in (await server.get("/calls", agent_id=agent["id"], agent_version=v)).json()["calls"]]
+                  for v in (1, 2)}
+    assert by_version == {1: [first.json()["call_id"]], 2: [third.json()["call_id"], second.json()["call_id"]]}
+    rows = list(csv.DictReader(io.StringIO((await server.get("/calls/export", agent_id=agent["id"])).text)))
+    assert sorted(r["agent_version"] for r in rows) == ["1", "2", "2"]
+
+    # The agent's outcomes are what an operator may correct to; an unknown agent is a 422 on its field.
+    correction = await server.client.patch(f"/calls/{record['id']}", json={"outcome": "not_booked"}, headers=headers)
+    assert correction.status_code == 200, correction.text
+    unknown = await server.dialout({"to_number": CALLEE_NUMBER, "agent_id": "nope"})
+    assert unknown.status_code == 422 and unknown.json()["detail"][0]["loc"] == ["body", "agent_id"]
+
+
+async def test_a_campaign_dials_with_its_agents_current_version_and_keeps_it_from_deletion(vendors, server):
+    agent = await create_agent(server)
+    vendors.twilio.callee = greeted_callee()
+    campaign_id = await new_campaign(server, "phone,name\n+12125550101,Ada\n", agent_id=agent["id"],
+                                     calling_windows=ALL_DAY, allow_outside_legal_hours=True)
+    await server.post(f"/campaigns/{campaign_id}/start")
+    refused = await server.client.delete(f"/agents/{agent['id']}", headers={"X-API-Key": server.settings.secret("dialout_api_key")})
+    assert refused.status_code == 409 and "test campaign" in refused.json()["detail"]
+
+    calls = await wait_for(lambda: _campaign_calls(server, campaign_id), 20)
+    record = await server.record(calls[0]["id"], until=lambda r: r["end_reason"], timeout=30)
+    assert (record["agent_id"], record["agent_version"]) == (agent["id"], 1)
+    assert vendors.cartesia.bytes_requests[0]["transcript"] == "Hi Ada, this is Acme Clinic calling about your check-up."
+    assert (await contacts(server, campaign_id))["+12125550101"]["state"] == "done"
+
+
+async def _campaign_calls(server, campaign_id: str) -> list[dict]:
+    return (await server.get("/calls", campaign_id=campaign_id)).json()["calls"]
