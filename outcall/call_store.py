@@ -12,6 +12,7 @@ import base64
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Row, Select, Text, case, cast, event, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -501,6 +502,24 @@ class CallStore:
             average_talk_secs=round(float(talk), 1) if talk is not None else None,
             outcomes=by_outcome,
         )
+
+    @uninterrupted
+    async def agent_results(self, agent_id: str) -> dict[int, dict[str, Any]]:
+        """Each version of an agent: its calls, how many were answered, and their outcomes."""
+        query = (
+            select(CallRecord.agent_version, CallRecord.outcome, func.count(), func.count(CallRecord.answered_at))
+            .where(CallRecord.agent_id == agent_id)
+            .group_by(CallRecord.agent_version, CallRecord.outcome)
+        )
+        results: dict[int, dict[str, Any]] = {}
+        async with self.database.session() as session:
+            for version, outcome, calls, answered in (await session.execute(query)).all():
+                result = results.setdefault(version, {"calls": 0, "answered": 0, "outcomes": {}})
+                result["calls"] += calls
+                result["answered"] += answered
+                if outcome:
+                    result["outcomes"][outcome] = calls
+        return dict(sorted(results.items(), reverse=True))
 
     # --- an operator's corrections -----------------------------------------------------------
 

@@ -106,6 +106,13 @@ async def test_dialout_runs_an_agent_and_the_records_compare_its_versions(vendor
     unknown = await server.dialout({"to_number": CALLEE_NUMBER, "agent_id": "nope"})
     assert unknown.status_code == 422 and unknown.json()["detail"][0]["loc"] == ["body", "agent_id"]
 
+    # The console compares the versions' results.
+    from tests.test_console import signed_in
+
+    async with signed_in(server) as (client, _):
+        page = (await client.get(f"/console/agents/{agent['id']}")).text
+    assert '<span class="tag">booked 2</span>' in page and '<span class="tag">not_booked 1</span>' in page
+
 
 async def test_a_campaign_dials_with_its_agents_current_version_and_keeps_it_from_deletion(vendors, server):
     agent = await create_agent(server)
@@ -125,3 +132,27 @@ async def test_a_campaign_dials_with_its_agents_current_version_and_keeps_it_fro
 
 async def _campaign_calls(server, campaign_id: str) -> list[dict]:
     return (await server.get("/calls", campaign_id=campaign_id)).json()["calls"]
+
+
+async def test_operators_create_and_edit_agents_in_the_console(server):
+    from tests.test_console import HOSTILE, signed_in
+
+    async with signed_in(server) as (client, csrf):
+        headers = {"X-CSRF-Token": csrf, "Accept": "application/json"}
+        bad = await client.post("/console/agents", json={"name": "x", "profile": {"greeting": "Hi {"}}, headers=headers)
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][:3] == ["body", "profile", "greeting"]
+        assert (await client.post("/console/agents", json={"name": "x"}, headers={"Accept": "application/json"})).status_code == 403
+        created = await client.post("/console/agents", json={"name": HOSTILE, "profile": PROFILE}, headers=headers)
+        assert created.status_code == 201, created.text
+        agent_id = created.json()["id"]
+        listing = (await client.get("/console/agents")).text
+        assert "&lt;script&gt;" in listing and HOSTILE not in listing
+
+        # The page sends the whole profile: what it leaves out returns to the server's setting.
+        edited = {k: v for k, v in PROFILE.items() if k != "voice"}
+        saved = await client.post(f"/console/agents/{agent_id}", json={"name": "Check-ups", "profile": edited}, headers=headers)
+        assert saved.status_code == 200, saved.text
+        agent = (await server.get(f"/agents/{agent_id}")).json()
+        assert agent["version"] == 2 and agent["name"] == "Check-ups" and agent["profile"]["voice"] is None
+        page = (await client.get(f"/console/agents/{agent_id}")).text
+        assert "version 2" in page and "No calls yet." in page

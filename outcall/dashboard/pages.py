@@ -19,7 +19,8 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.templating import Jinja2Templates
 from loguru import logger
 
-from outcall import browser_calls, calls_api, campaigns_api
+from outcall import agents_api, browser_calls, calls_api, campaigns_api
+from outcall.agents import AgentCreate, AgentUpdate
 from outcall.browser_calls import BrowserCallRequest, BrowserCallStart
 from outcall.call_store import CallFilter, CallStore
 from outcall.campaign_store import CampaignError, CampaignStore
@@ -37,7 +38,7 @@ from outcall.dashboard.sessions import (
     own_origins,
     same_origin,
 )
-from outcall.dependencies import CallStoreDep, CampaignsDep, DoNotCallDep, SettingsDep
+from outcall.dependencies import AgentsDep, CallStoreDep, CampaignsDep, DoNotCallDep, SettingsDep
 from outcall.models import CallRecord, ContactState
 from outcall.phone_numbers import to_e164
 from outcall.twilio_api import fetch_recording
@@ -243,6 +244,51 @@ async def recording(call_id: str, request: Request, session: SessionDep, store: 
         raise HTTPException(404, "This call has no recording")
     audio = await fetch_recording(request.app.state.twilio, record.recording_url)
     return Response(audio, media_type="audio/wav", headers={"Cache-Control": "private, no-store"})
+
+
+# --- agents ---------------------------------------------------------------------------------
+
+
+EXAMPLE_PROFILE = {
+    "prompt": "You call {first_name} on behalf of Acme Clinic to book a check-up.",
+    "greeting": "Hi {first_name}, this is Acme Clinic calling about your check-up.",
+    "outcomes": ["booked", "not_booked", "callback_requested"],
+}
+
+
+@router.get("/console/agents")
+async def agents_page(request: Request, session: SessionDep, agents: AgentsDep):
+    return page(request, "agents.html", agents=await agents.all(), example=EXAMPLE_PROFILE)
+
+
+@router.post("/console/agents", status_code=201)
+async def create_agent(body: AgentCreate, session: ChangeDep, agents: AgentsDep):
+    view = await agents_api.create_agent(body, agents)
+    return {"id": view.id, "location": f"/console/agents/{view.id}"}
+
+
+@router.get("/console/agents/{agent_id}")
+async def agent_page(agent_id: str, request: Request, session: SessionDep, agents: AgentsDep, store: CallStoreDep):
+    agent = await agents_api.get_agent(agent_id, agents)
+    calls, _ = await store.list(CallFilter(agent_id=agent_id), limit=20)
+    return page(request, "agent.html", agent=agent, versions=await agents.versions(agent_id), calls=calls,
+                results=await store.agent_results(agent_id))
+
+
+@router.post("/console/agents/{agent_id}")
+async def update_agent(agent_id: str, body: AgentUpdate, session: ChangeDep, agents: AgentsDep):
+    """The page sends the whole profile: a field taken out of it returns to the server's setting."""
+    if body.profile is not None:
+        current = (await agents_api.get_agent(agent_id, agents)).profile.model_dump(exclude_none=True)
+        body = body.model_copy(update={"profile": {**dict.fromkeys(current), **body.profile}})
+    await agents_api.change_agent(agents, agent_id, body)
+    return {"location": f"/console/agents/{agent_id}"}
+
+
+@router.post("/console/agents/{agent_id}/delete")
+async def delete_agent(agent_id: str, session: ChangeDep, agents: AgentsDep):
+    await agents_api.delete_agent(agent_id, agents)
+    return back_to("/console/agents")
 
 
 # --- the test phone (outcall/browser_calls.py) -------------------------------------------------
