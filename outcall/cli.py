@@ -1,9 +1,12 @@
-"""The command line for campaigns and the do-not-call list, on the server's database (DATABASE_URL).
+"""The command line for campaigns, agents and the do-not-call list, on the server's database (DATABASE_URL).
 
     uv run python -m outcall campaign create "Spring reminders" --timezone America/New_York [--settings settings.json]
     uv run python -m outcall campaign import CAMPAIGN_ID contacts.csv [--phone-column mobile] [--errors errors.csv]
     uv run python -m outcall campaign start|pause|resume|stop CAMPAIGN_ID
     uv run python -m outcall campaign status [CAMPAIGN_ID]
+    uv run python -m outcall agent create "Check-ups" [--profile profile.json]
+    uv run python -m outcall agent update AGENT_ID [--name NAME] [--profile profile.json]
+    uv run python -m outcall agent list | show AGENT_ID | delete AGENT_ID
     uv run python -m outcall dnc add +14155552671 [--reason "asked by email"]
     uv run python -m outcall dnc remove +14155552671
 
@@ -21,6 +24,8 @@ from pathlib import Path
 from pydantic import TypeAdapter, ValidationError
 from tqdm import tqdm
 
+from outcall.agent_store import AgentError, AgentStore
+from outcall.agents import AgentProfile
 from outcall.campaign_store import CampaignError, CampaignStore
 from outcall.campaigns import CampaignSettings
 from outcall.clock import SystemClock
@@ -50,6 +55,17 @@ def parser() -> argparse.ArgumentParser:
     for action in ("start", "pause", "resume", "stop"):
         campaign.add_parser(action).add_argument("campaign_id")
     campaign.add_parser("status", help="one campaign's status and stats, or all campaigns").add_argument("campaign_id", nargs="?")
+    agent = kinds.add_parser("agent").add_subparsers(dest="action", required=True)
+    new_agent = agent.add_parser("create", help="a new agent, at version 1")
+    new_agent.add_argument("name")
+    new_agent.add_argument("--profile", type=Path, help="JSON file of its profile (prompt, greeting, outcomes…)")
+    change = agent.add_parser("update", help="a new version: the profile file's fields replace the current ones")
+    change.add_argument("agent_id")
+    change.add_argument("--name")
+    change.add_argument("--profile", type=Path)
+    agent.add_parser("list")
+    for action in ("show", "delete"):
+        agent.add_parser(action).add_argument("agent_id")
     dnc = kinds.add_parser("dnc").add_subparsers(dest="action", required=True)
     add = dnc.add_parser("add")
     add.add_argument("phones", nargs="+")
@@ -70,6 +86,8 @@ async def run(args: argparse.Namespace, database: Database) -> int:
             print(f"{numbers[0]} was not on the do-not-call list", file=sys.stderr)
             return 1
         return 0
+    if args.kind == "agent":
+        return await run_agent(args, AgentStore(database, SystemClock()))
     if args.action == "create":
         extra = json.loads(args.settings.read_text()) if args.settings else {}
         campaign = await campaigns.create(args.name, CampaignSettings.model_validate({**extra, "timezone": args.timezone}))
@@ -85,6 +103,27 @@ async def run(args: argparse.Namespace, database: Database) -> int:
     else:
         campaign = await campaigns.change_status(args.campaign_id, args.action)
         print(f"{campaign.name}: {campaign.status}")
+    return 0
+
+
+async def run_agent(args: argparse.Namespace, agents: AgentStore) -> int:
+    profile = json.loads(args.profile.read_text()) if getattr(args, "profile", None) else None
+    if args.action == "create":
+        print((await agents.create(args.name, AgentProfile.model_validate(profile or {}))).id)
+    elif args.action == "update":
+        current = (await agents.get(args.agent_id)).profile
+        merged = AgentProfile.model_validate({**current, **profile}) if profile is not None else None
+        agent = await agents.update(args.agent_id, args.name, merged)
+        print(f"{agent.name}: version {agent.version}")
+    elif args.action == "list":
+        for agent in await agents.all():
+            print(f"{agent.id}  {agent.name}  version {agent.version}")
+    elif args.action == "show":
+        agent = await agents.get(args.agent_id)
+        print(json.dumps({"id": agent.id, "name": agent.name, "version": agent.version, "profile": agent.profile}, indent=2))
+    else:
+        await agents.delete(args.agent_id)
+        print(f"deleted {args.agent_id}")
     return 0
 
 
@@ -121,6 +160,6 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return asyncio.run(with_database())
-    except (CampaignError, ImportRefused, ValidationError, ValueError) as e:
+    except (CampaignError, AgentError, ImportRefused, ValidationError, ValueError) as e:
         print(f"error: {getattr(e, 'message', None) or e}", file=sys.stderr)
         return 2

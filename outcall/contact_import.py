@@ -6,6 +6,7 @@ campaign, and numbers on the do-not-call list, are reported per row like any oth
 """
 
 import asyncio
+import dataclasses
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,10 +15,11 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from outcall.agents import AgentProfile, script_with_agent
 from outcall.campaigns import CampaignSettings
 from outcall.contact_file import BATCH_ROWS, ContactFile, ContactRow, FileOptions, RowError
 from outcall.database import Database, uninterrupted
-from outcall.models import Campaign, Contact, ContactState
+from outcall.models import Agent, Campaign, Contact, ContactState
 
 BATCHES_PER_TRANSACTION = 5
 REPORTED_ERRORS = 1000  # kept in ImportResult; every error also goes to `on_error`
@@ -51,6 +53,7 @@ class ContactImport:
         on_progress: Callable[[int], None] = lambda bytes_read: None,
     ):
         settings = CampaignSettings.model_validate(campaign.settings)
+        self.settings = settings
         self.database = database
         self.campaign_id = campaign.id
         self.path = str(path)
@@ -68,7 +71,10 @@ class ContactImport:
         self.result = ImportResult()
 
     async def run(self) -> ImportResult:
-        """Import every good row; ImportRefused (before anything is stored) if the file cannot be read."""
+        """Import every good row; ImportRefused (before anything is stored) if the file cannot be
+        read, or lacks a column the campaign's (or its agent's) templates need."""
+        if self.settings.agent_id:
+            await self._need_agents_placeholders()
         with open(self.path, "rb") as source:
             contacts = ContactFile(source, self.options)
             batches = contacts.batches()
@@ -89,6 +95,18 @@ class ContactImport:
                     await asyncio.gather(reading, return_exceptions=True)  # the thread still reads the file
                     raise
                 self.on_progress(bytes_read)
+
+    @uninterrupted
+    async def _need_agents_placeholders(self) -> None:
+        """The campaign runs an agent: the columns its templates use are needed too (as the
+        agent's current version has them; one changed later is checked at each dial)."""
+        async with self.database.session() as session:
+            agent = await session.get(Agent, self.settings.agent_id)
+        if agent is not None:
+            script = script_with_agent(AgentProfile.model_validate(agent.profile), self.settings)
+            self.options = dataclasses.replace(
+                self.options, needed_columns=frozenset(script.placeholders() - set(script.variables))
+            )
 
     def _reject(self, error: RowError) -> None:
         self.result.rejected += 1

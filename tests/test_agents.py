@@ -117,6 +117,11 @@ async def test_dialout_runs_an_agent_and_the_records_compare_its_versions(vendor
 async def test_a_campaign_dials_with_its_agents_current_version_and_keeps_it_from_deletion(vendors, server):
     agent = await create_agent(server)
     vendors.twilio.callee = greeted_callee()
+    # The agent's templates need a {name} column: a file without one is refused before any row is stored.
+    other = (await server.post("/campaigns", {"name": "other", "settings": {"timezone": "UTC", "agent_id": agent["id"]}})).json()
+    refused = await server.post(f"/campaigns/{other['id']}/contacts", content=b"phone\n+12125550102\n",
+                                headers={"Content-Type": "text/csv"})
+    assert refused.status_code in (400, 422) and "{name}" in refused.text, refused.text
     campaign_id = await new_campaign(server, "phone,name\n+12125550101,Ada\n", agent_id=agent["id"],
                                      calling_windows=ALL_DAY, allow_outside_legal_hours=True)
     await server.post(f"/campaigns/{campaign_id}/start")
@@ -156,3 +161,38 @@ async def test_operators_create_and_edit_agents_in_the_console(server):
         assert agent["version"] == 2 and agent["name"] == "Check-ups" and agent["profile"]["voice"] is None
         page = (await client.get(f"/console/agents/{agent_id}")).text
         assert "version 2" in page and "No calls yet." in page
+
+
+async def test_the_command_line_manages_agents(tmp_path):
+    import asyncio
+    import json
+    import sys
+    from pathlib import Path
+
+    env = {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/cli.db", "PATH": "/usr/bin:/bin"}
+
+    async def cli(*args: str) -> tuple[int, str, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "outcall", "agent", *args, cwd=Path(__file__).parent.parent, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+        return process.returncode, out.decode(), err.decode()
+
+    profile = tmp_path / "profile.json"
+    profile.write_text(json.dumps(PROFILE))
+    code, out, err = await cli("create", "Check-ups", "--profile", str(profile))
+    assert code == 0, err
+    agent_id = out.strip()
+    profile.write_text(json.dumps({"greeting": "Hello {name}."}))
+    code, out, err = await cli("update", agent_id, "--profile", str(profile))
+    assert (code, out.strip()) == (0, "Check-ups: version 2"), err
+    code, out, _ = await cli("show", agent_id)
+    shown = json.loads(out)
+    assert shown["profile"]["greeting"] == "Hello {name}." and shown["profile"]["voice"] == "agent-voice-id"
+    profile.write_text(json.dumps({"outcomes": ["not a name"]}))
+    code, _, err = await cli("update", agent_id, "--profile", str(profile))
+    assert code == 2 and "outcomes" in err
+    code, out, _ = await cli("list")
+    assert f"{agent_id}  Check-ups  version 2" in out
+    assert (await cli("delete", agent_id))[0] == 0 and (await cli("show", agent_id))[0] == 2
