@@ -46,7 +46,7 @@ from pipecat.workers.runner import WorkerRunner
 
 from outcall import prompts
 from outcall.calls import CallClaimError, CallConfig, CallScript, render_call_config
-from outcall.reports import CallProgress, CallReporter, RecordedOutcome, TranscriptTurn
+from outcall.reports import CallProgress, CallReporter, RecordedOutcome, TranscriptTurn, TransferRequest
 from outcall.server_link import HttpServerLink, ServerLink
 from outcall.settings import Settings
 from outcall.stream_auth import StreamTokenError, verify_stream_token
@@ -192,6 +192,7 @@ class CallSession:
         self.idle_check_ins = 0
         self.callee_spoke = False
         self.transfer_requested = False
+        self.transfer_note = TransferRequest()  # the LLM's reason and summary, for a warm transfer's whisper
 
         self.pipeline = build_pipeline(
             transport, settings, self._system_instruction(), call_tools(settings.call_outcomes, config.can_transfer)
@@ -354,6 +355,9 @@ class CallSession:
     async def transfer_call(self, params: FunctionCallParams):
         await params.result_callback({"transferring": True}, properties=FunctionCallResultProperties(run_llm=False))
         self.log.info("Transferring the call once the handoff line has played")
+        self.transfer_note = TransferRequest(
+            reason=str(params.arguments.get("reason", ""))[:300], summary=str(params.arguments.get("summary", ""))[:600]
+        )
         self.transfer_requested = True
         await params.llm.push_frame(TTSSpeakFrame(prompts.TRANSFER_LINE))
 
@@ -362,7 +366,7 @@ class CallSession:
         if isinstance(frame, BotStoppedSpeakingFrame) and self.transfer_requested:
             self.transfer_requested = False
             self.serializer.release_call()
-            if await self.server.transfer(self.config):
+            if await self.server.transfer(self.config, self.transfer_note):
                 self.progress.end(EndReason.TRANSFERRED)
             else:
                 self.serializer.keep_call()

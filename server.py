@@ -50,7 +50,7 @@ from outcall.greetings import GreetingAudio
 from outcall.calls import CallConfig, render_call_config
 from outcall.database import Database, DatabaseBusy
 from outcall.reconciler import CallReconciler
-from outcall.reports import CallReport
+from outcall.reports import CallReport, TransferRequest
 from outcall.request_body import non_finite_number
 from outcall.dependencies import SettingsDep, CallStoreDep, require_api_key
 from outcall.settings import Settings
@@ -145,9 +145,9 @@ class InProcessServerLink:
     def call_finished(self, call_id: str) -> None:
         self.app.state.live_calls.finished(call_id)
 
-    async def transfer(self, config: CallConfig) -> bool:
+    async def transfer(self, config: CallConfig, note: TransferRequest) -> bool:
         try:
-            await calls_api.transfer_to_person(self.store, self.app.state.twilio, config.call_id)
+            await calls_api.transfer_to_person(self.store, self.app.state.twilio, self.settings, config.call_id, note)
             return True
         except (HTTPException, TwilioCallError) as e:
             logger.error(f"Transfer of call {config.call_id} failed: {getattr(e, 'detail', None) or e}")

@@ -392,6 +392,43 @@ class CallStore:
             self._maybe_ended(session, record, bot_lost=True)
             await self._follow(session, record)
 
+    # --- transfers ---------------------------------------------------------------------------
+
+    @uninterrupted
+    async def transfer_started(self, call_id: str, warm: bool, note: str) -> None:
+        """A cold transfer ends the call's part in outcall at once; a warm one waits for its result."""
+        async with self.database.write() as session:
+            record = await self._locked(session, call_id)
+            record.transfer_status, record.transfer_note = ("dialing" if warm else "dialed"), note or None
+            if not warm:
+                self._set_end_reason(record, EndReason.TRANSFERRED)
+
+    @uninterrupted
+    async def transfer_answered(self, call_id: str, call_sid: str, accepted: bool) -> CallRecord | None:
+        """The person who picked up pressed 1 (accepted), or did not."""
+        async with self.database.write() as session:
+            record = await self._locked_for_twilio(session, call_id, call_sid)
+            if record is not None and record.transfer_status == "dialing":
+                record.transfer_status = "accepted" if accepted else "declined"
+            return record
+
+    @uninterrupted
+    async def transfer_result(self, call_id: str, call_sid: str, dial_status: str) -> CallRecord | None:
+        """The warm transfer's `<Dial>` ended. Connected: the call ends as `transferred`; else as
+        `transfer-failed` (this outcome is the one that counts, whatever the bot reported)."""
+        async with self.database.write() as session:
+            record = await self._locked_for_twilio(session, call_id, call_sid)
+            if record is None or record.transfer_status in ("connected", "declined", "no-answer", "busy", "failed"):
+                return record  # a retried callback
+            if record.transfer_status == "accepted" and dial_status == "completed":
+                record.transfer_status = "connected"
+                record.end_reason = EndReason.TRANSFERRED.value
+            else:
+                answered = record.transfer_status in ("accepted", "declined") or dial_status == "completed"
+                record.transfer_status = "declined" if answered else (dial_status if dial_status in ("no-answer", "busy") else "failed")
+                record.end_reason = EndReason.TRANSFER_FAILED.value
+            return record
+
     @uninterrupted
     async def set_end_reason(self, call_id: str, reason: EndReason) -> None:
         async with self.database.write() as session:

@@ -56,6 +56,8 @@ class CallDetail(CallSummary):
     timeline: list[StatusChange]
     voicemail_action: str
     transfer_number: str | None
+    transfer_status: str | None  # dialed (cold), or a warm transfer's: dialing, accepted, connected, declined, no-answer…
+    transfer_note: str | None  # the bot's reason and summary, whispered to the person in a warm transfer
     ring_secs: float | None
     outcome_notes: str | None
     callback_time: str | None

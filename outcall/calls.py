@@ -34,6 +34,7 @@ class CallScript(RequestBody):
     voicemail: VoicemailAction | None = None
     voicemail_message: str | None = Field(default=None, max_length=2_000)
     transfer_number: PhoneNumber | None = None
+    transfer_mode: Literal["cold", "warm"] | None = Field(default=None, description="warm: a whisper to the person first; unset: TRANSFER_MODE")
     record: bool | None = Field(default=None, description="record the call's audio; unset: RECORDING")
 
     @field_validator("variables")
@@ -72,6 +73,7 @@ class CallConfig(BaseModel):
     voicemail_action: VoicemailAction = "off"
     voicemail_message: str = ""
     transfer_number: str | None = None
+    transfer_mode: Literal["cold", "warm"] = "cold"
     recording: bool = False
     channel: Channel = Channel.PHONE
     analysis_fields: list[AnalysisField] = Field(default_factory=list)  # what the post-call request extracts
@@ -133,6 +135,7 @@ def render_call_config(
         voicemail_action=script.voicemail or settings.voicemail,
         voicemail_message=rendered["voicemail_message"],
         transfer_number=script.transfer_number or settings.transfer_number,
+        transfer_mode=script.transfer_mode or settings.transfer_mode,
         recording=settings.recording if script.record is None else script.record,
         analysis_fields=settings.analysis_fields,
     )

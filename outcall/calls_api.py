@@ -25,10 +25,11 @@ from outcall.dependencies import SettingsDep, CallStoreDep, bearer_token, requir
 from outcall.greetings import GreetingAudio
 from outcall.models import FINAL_STATUSES, STATUS_ORDER, CallRecord, EndReason, utcnow
 from outcall.phone_numbers import PhoneNumber
-from outcall.reports import CallReport
+from outcall import prompts
+from outcall.reports import CallReport, TransferRequest
 from outcall.request_body import RequestBody
 from outcall.settings import Settings
-from outcall.twilio_api import transfer_twiml, update_twilio_call
+from outcall.twilio_api import TwilioCallError, transfer_twiml, update_twilio_call, warm_transfer_twiml
 from outcall.values import Channel
 
 router = APIRouter(prefix="/calls", tags=["calls"], responses=error_responses(400, 401, 404, 409, 429, 502, 503))
@@ -259,12 +260,16 @@ class TransferResponse(BaseModel):
 
 
 @router.post("/{call_id}/transfer", response_model=TransferResponse, dependencies=[Depends(require_report_token)])
-async def transfer(call_id: str, request: Request, store: CallStoreDep):
-    """Hand the live call to a person: Twilio replaces the bot's stream with a `<Dial>`."""
-    return await transfer_to_person(store, request.app.state.twilio, call_id)
+async def transfer(call_id: str, request: Request, store: CallStoreDep, settings: SettingsDep,
+                   body: TransferRequest | None = None):
+    """Hand the live call to a person: Twilio replaces the bot's stream with a `<Dial>` (warm:
+    the person first hears the body's reason and summary, and may decline)."""
+    return await transfer_to_person(store, request.app.state.twilio, settings, call_id, body or TransferRequest())
 
 
-async def transfer_to_person(store: CallStore, twilio: TwilioClient | None, call_id: str) -> TransferResponse:
+async def transfer_to_person(
+    store: CallStore, twilio: TwilioClient | None, settings: Settings, call_id: str, note: TransferRequest
+) -> TransferResponse:
     """Raises HTTPException (no such call, nowhere to transfer to) or TwilioCallError."""
     record = await _record(store, call_id)
     if not record.transfer_number:
@@ -272,7 +277,21 @@ async def transfer_to_person(store: CallStore, twilio: TwilioClient | None, call
     if record.is_final or record.call_sid is None:
         raise HTTPException(409, f"Call {call_id} is not in progress ({record.status})")
     twilio = require_twilio(twilio)
-    await update_twilio_call(twilio, record.call_sid, twiml=transfer_twiml(record.transfer_number, record.from_number))
-    await store.set_end_reason(call_id, EndReason.TRANSFERRED)
-    logger.info(f"Call {call_id} transferred to {record.transfer_number}")
+    warm = CallConfig.model_validate(record.config).transfer_mode == "warm"
+    if warm:
+        twiml = warm_transfer_twiml(settings, call_id, record.transfer_number, record.from_number, prompts.TRANSFER_HOLD)
+    else:
+        twiml = transfer_twiml(record.transfer_number, record.from_number)
+    spoken = f"{note.reason}\n{note.summary}" if note.reason or note.summary else ""
+    if warm:  # before Twilio is asked: the whisper may be fetched at once
+        await store.transfer_started(call_id, True, spoken)
+    try:
+        await update_twilio_call(twilio, record.call_sid, twiml=twiml)
+    except TwilioCallError:
+        if warm:
+            await store.transfer_result(call_id, record.call_sid, "failed")
+        raise
+    if not warm:
+        await store.transfer_started(call_id, False, spoken)
+    logger.info(f"Call {call_id} transferred ({'warm' if warm else 'cold'}) to {record.transfer_number}")
     return TransferResponse(call_id=call_id, transferred_to=record.transfer_number)

@@ -32,6 +32,9 @@ class CallRecord(Base):
     answered_by: Mapped[str | None] = mapped_column(String(32))
     voicemail_action: Mapped[str] = mapped_column(String(16))
     transfer_number: Mapped[str | None] = mapped_column(String(20))
+    # A transfer: dialing, accepted, connected, declined, no-answer, busy, failed; cold ones "dialed"
+    transfer_status: Mapped[str | None] = mapped_column(String(16))
+    transfer_note: Mapped[str | None] = mapped_column(Text)  # the bot's reason and summary, whispered
     ring_secs: Mapped[float | None] = mapped_column(Float)
     talk_secs: Mapped[float | None] = mapped_column(Float)
     end_reason: Mapped[str | None] = mapped_column(String(24))

@@ -26,6 +26,9 @@ MAX_DURATION_GOODBYE = "I'm sorry, we've reached the time limit for this call. G
 SHUTDOWN_GOODBYE = "I'm sorry, I have to end our call now. Someone will be in touch. Goodbye!"
 TRANSFER_FAILED = "I'm sorry, I couldn't connect you right now. Someone will call you back. Goodbye!"
 TRANSFER_LINE = "Of course. I'm transferring you to a colleague now; please stay on the line."
+TRANSFER_HOLD = "Please hold while I connect you."  # a warm transfer: while the colleague hears the whisper
+TRANSFER_UNAVAILABLE = "I'm sorry, nobody could take your call just now. Someone will call you back soon. Goodbye!"
+WHISPER = "A call transferred to you by the assistant. Reason: {reason}. {summary} Press 1 to take the call."
 DEFAULT_VOICEMAIL_MESSAGE = (
     "Hello, this is an automated assistant calling. Sorry we missed you. We will try again later. Goodbye!"
 )

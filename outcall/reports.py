@@ -53,6 +53,13 @@ class CallReport(RequestBody):
     analysis_errors: dict[str, str] | None = Field(default=None, max_length=100)
 
 
+class TransferRequest(RequestBody):
+    """Why the bot hands the call to a person, for the person's whisper in a warm transfer."""
+
+    reason: str = Field(default="", max_length=300)
+    summary: str = Field(default="", max_length=600, description="the conversation so far, in a sentence")
+
+
 @dataclass
 class CallProgress:
     """What the bot has learned about its call so far."""

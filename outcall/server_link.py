@@ -12,7 +12,7 @@ from typing import Protocol
 import aiohttp
 
 from outcall.calls import CallClaimError, CallConfig
-from outcall.reports import CallReport
+from outcall.reports import CallReport, TransferRequest
 
 
 class ReportNotDelivered(Exception):
@@ -28,7 +28,7 @@ class ServerLink(Protocol):
 
     async def report(self, config: CallConfig, report: CallReport) -> None: ...
 
-    async def transfer(self, config: CallConfig) -> bool: ...
+    async def transfer(self, config: CallConfig, note: TransferRequest) -> bool: ...
 
     def call_started(self, call_id: str, end_call: Callable[[], Awaitable[None]]) -> None:
         """The bot's conversation began; `end_call` ends it politely (the server uses it to drain)."""
@@ -81,11 +81,12 @@ class HttpServerLink:
     def call_finished(self, call_id: str) -> None:
         pass
 
-    async def transfer(self, config: CallConfig) -> bool:
+    async def transfer(self, config: CallConfig, note: TransferRequest) -> bool:
         headers = {"Authorization": f"Bearer {config.report_token}"}
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
-                async with session.post(self._url(config.call_id, "transfer"), headers=headers) as response:
+                url = self._url(config.call_id, "transfer")
+                async with session.post(url, headers=headers, json=note.model_dump()) as response:
                     return response.status == 200
         except (aiohttp.ClientError, TimeoutError, CallClaimError):
             return False

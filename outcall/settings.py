@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     voicemail_message: str | None = None  # template; None: outcall.prompts.DEFAULT_VOICEMAIL_MESSAGE
     voicemail_voice: str = "Polly.Joanna-Neural"
     transfer_number: PhoneNumber | None = None
+    transfer_mode: Literal["cold", "warm"] = "cold"  # warm: the person hears why and a summary first, and may decline
     recording: bool = False
     call_events_webhook_url: str | None = None
     call_events_secret: SecretStr | None = None

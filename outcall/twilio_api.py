@@ -198,6 +198,32 @@ def transfer_twiml(to_number: str, caller_id: str) -> str:
     return str(response)
 
 
+TRANSFER_RING_SECS = 20
+
+
+def warm_transfer_twiml(settings: Settings, call_id: str, to_number: str, caller_id: str, hold_message: str) -> str:
+    """A warm transfer: the callee hears `hold_message` while `to_number` rings; the person who
+    answers hears the whisper (`<Number url>`, TwiML played to them alone before the calls are
+    bridged) and may decline; the `<Dial action>` says how it went."""
+    response = VoiceResponse()
+    response.say(hold_message, voice=settings.voicemail_voice)
+    dial = response.dial(
+        caller_id=caller_id, timeout=TRANSFER_RING_SECS, action=webhook_url(settings, "/twilio/transfer-result", call_id)
+    )
+    dial.number(to_number, url=webhook_url(settings, "/twilio/whisper", call_id))
+    return str(response)
+
+
+def whisper_twiml(settings: Settings, call_id: str, whisper: str) -> str:
+    """What the person taking a warm transfer hears: the whisper, then a key to accept (`<Gather>`);
+    no key in time hangs their leg up, and the transfer counts as declined."""
+    response = VoiceResponse()
+    gather = response.gather(num_digits=1, timeout=6, action=webhook_url(settings, "/twilio/whisper-answer", call_id))
+    gather.say(whisper, voice=settings.voicemail_voice)
+    response.hangup()
+    return str(response)
+
+
 def twilio_signed_stream(websocket: WebSocket, settings: Settings) -> bool:
     """Whether a media stream's handshake carries Twilio's signature: the stream URL from our
     TwiML (where Twilio connected), signed like a webhook with no parameters. Defence in depth

@@ -1,4 +1,5 @@
-"""Twilio's callbacks about a call: progress, answering-machine verdict, recording.
+"""Twilio's callbacks about a call: progress, answering-machine verdict, recording, and a warm
+transfer's whisper, the person's answer to it and the transfer's result.
 
 Each is signature-checked like `/twiml` and names the call in its URL (`?call_id=`). All are
 idempotent: Twilio retries, duplicates and reorders them, and the call store makes that harmless.
@@ -14,7 +15,8 @@ from outcall.api_errors import error_responses
 from outcall.database import utcnow
 from outcall.dependencies import SettingsDep, CallStoreDep
 from outcall.models import CallRecord, EndReason
-from outcall.twilio_api import TwilioCallError, hangup_twiml, twilio_form, update_twilio_call
+from outcall import prompts
+from outcall.twilio_api import TwilioCallError, hangup_twiml, twilio_form, update_twilio_call, whisper_twiml
 
 router = APIRouter(prefix="/twilio", tags=["Twilio webhooks"], responses=error_responses(400, 403, 404))
 
@@ -77,6 +79,47 @@ async def answering_machine(request: Request, settings: SettingsDep, store: Call
     except TwilioCallError as e:
         logger.warning(f"Could not act on voicemail for call {call_id}: {e.message}")
     return Response(status_code=204)
+
+
+def twiml_response(twiml: str) -> Response:
+    return Response(twiml, media_type="application/xml")
+
+
+@router.post("/whisper")
+async def transfer_whisper(request: Request, settings: SettingsDep, store: CallStoreDep, call_id: str = Query("")):
+    """A warm transfer was answered: what the person hears before the calls are bridged."""
+    form = await twilio_form(request, settings)
+    record = await store.get(call_id)
+    if record is None or record.transfer_status != "dialing":
+        return twiml_response(hangup_twiml())
+    reason, _, summary = (record.transfer_note or "").partition("\n")
+    whisper = prompts.WHISPER.format(reason=reason or "the caller asked for a person", summary=summary)
+    logger.info(f"Call {call_id}: warm transfer answered ({form.get('CallSid')}); whispering")
+    return twiml_response(whisper_twiml(settings, call_id, whisper))
+
+
+@router.post("/whisper-answer")
+async def transfer_answer(request: Request, settings: SettingsDep, store: CallStoreDep, call_id: str = Query("")):
+    """The person's key after the whisper: 1 bridges the calls (an empty response ends the
+    whisper), anything else hangs their leg up."""
+    form = await twilio_form(request, settings)
+    accepted = form.get("Digits") == "1"
+    parent_sid = form.get("ParentCallSid") or form.get("CallSid", "")
+    _found(await store.transfer_answered(call_id, parent_sid, accepted), call_id, form)
+    logger.info(f"Call {call_id}: the transfer was {'accepted' if accepted else 'declined'}")
+    return twiml_response("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response />" if accepted else hangup_twiml())
+
+
+@router.post("/transfer-result")
+async def transfer_result(request: Request, settings: SettingsDep, store: CallStoreDep, call_id: str = Query("")):
+    """The warm transfer's `<Dial>` ended: connected (nothing more to do), or nobody took the
+    call and the callee hears an apology."""
+    form = await twilio_form(request, settings)
+    record = _found(await store.transfer_result(call_id, form.get("CallSid", ""), form.get("DialCallStatus", "")), call_id, form)
+    logger.info(f"Call {call_id}: transfer {record.transfer_status} (DialCallStatus {form.get('DialCallStatus')})")
+    if record.transfer_status == "connected":
+        return twiml_response(hangup_twiml())
+    return twiml_response(hangup_twiml(prompts.TRANSFER_UNAVAILABLE, settings.voicemail_voice))
 
 
 @router.post("/recording", status_code=204)

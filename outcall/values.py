@@ -34,6 +34,7 @@ class EndReason(StrEnum):
     VOICEMAIL_LEFT = "voicemail-left"
     VOICEMAIL_SKIPPED = "voicemail-skipped"
     TRANSFERRED = "transferred"
+    TRANSFER_FAILED = "transfer-failed"  # a warm transfer nobody took: the callee heard an apology
     MAX_DURATION = "max-duration"
     IDLE_TIMEOUT = "idle-timeout"
     API_HANGUP = "api-hangup"  # POST /calls/{id}/hangup on an answered call

@@ -17,7 +17,10 @@ END_CALL = FunctionSchema(
 TRANSFER_CALL = FunctionSchema(
     name="transfer_call",
     description="Transfer the call to a human colleague, when the person asks for one or you cannot help.",
-    properties={},
+    properties={
+        "reason": {"type": "string", "description": "Why the call is being transferred, in a few words."},
+        "summary": {"type": "string", "description": "The conversation so far, in one sentence, for the colleague."},
+    },
     required=[],
 )
 

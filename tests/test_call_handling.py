@@ -81,12 +81,12 @@ async def test_transfer_hands_the_call_to_a_person_after_the_handoff_line(vendor
     call = vendors.twilio.calls[response.json()["call_sid"]]
     await call.settled()
 
-    assert call.dialed == [{"number": HUMAN_DESK, "callerId": OUR_NUMBER}]
+    assert call.dialed == [{"number": HUMAN_DESK, "callerId": OUR_NUMBER, "whispered": [], "bridged": True}]
     assert "<Dial" in call.updates[0]["Twiml"] and len(call.updates) == 1  # no REST hang-up after it
     assert vendors.cartesia.spoken_text().endswith(prompts.TRANSFER_LINE)
     assert call.hangup_requested_at is None
     record = await server.record(response.json()["call_id"], until=lambda r: r["end_reason"] and r["summary"])
-    assert (record["end_reason"], record["transfer_number"]) == ("transferred", HUMAN_DESK)
+    assert (record["end_reason"], record["transfer_number"], record["transfer_status"]) == ("transferred", HUMAN_DESK, "dialed")
     tools = [f["name"] for t in vendors.gemini.requests[0]["tools"] for f in t["functionDeclarations"]]
     assert "transfer_call" in tools
 

@@ -283,6 +283,9 @@ class TwilioEmulator:
         self.no_answer_secs = 0.3  # how long it rings before Twilio gives up (Timeout)
         self.amd_secs = 0.5  # how long answering-machine detection listens before its verdict
         self.dial_secs = 0.3  # how long a transferred call (<Dial>) lasts
+        # How the person a <Dial> rings takes it: "accept" (the default; presses 1 when a whisper
+        # asks), "decline" (hears the whisper, presses nothing), "no-answer" or "busy".
+        self.dialed_person: dict[str, str] = {}
         # What goes wrong when a number is dialed: "request-lost" (the create request hangs and
         # no call is placed) or "response-lost" (the call is placed, the response never comes).
         self.create_faults: dict[str, str] = {}
@@ -620,9 +623,9 @@ class TwilioEmulator:
             elif verb.tag == "Hangup":
                 return None
             elif verb.tag == "Dial":
-                number = (verb.findtext("Number") or verb.text or "").strip()
-                call.dialed.append({"number": number, "callerId": verb.get("callerId", call.from_)})
-                await self._wait_or_hangup(call, self.dial_secs)
+                follow_up = await self._dial(call, verb)
+                if follow_up is not None:  # the <Dial action>'s TwiML replaces the rest of this document
+                    return follow_up
             elif verb.tag == "Connect":
                 stream = verb.find("Stream")
                 if stream is not None:
@@ -632,6 +635,71 @@ class TwilioEmulator:
             twiml, call._next_twiml = call._next_twiml, None
             return twiml
         return None
+
+    async def _dial(self, call: EmulatedCall, verb: ET.Element) -> ET.Element | None:
+        """`<Dial>`: ring the number; if `<Number url>` is set, play that TwiML to the person who
+        answers before bridging (its `<Say>` heard by them alone, a `<Gather>` taking their key,
+        `<Hangup>` ending their leg); then, with `action`, POST DialCallStatus and return its TwiML."""
+        number_element = verb.find("Number")
+        number = ((number_element.text if number_element is not None else verb.text) or "").strip()
+        dial = {"number": number, "callerId": verb.get("callerId", call.from_), "whispered": [], "bridged": False}
+        call.dialed.append(dial)
+        person = self.dialed_person.get(number, "accept")
+        child_sid = "CA" + secrets.token_hex(16)
+        status, duration = person, 0
+        if person not in ("no-answer", "busy"):
+            bridged = True
+            whisper_url = number_element.get("url") if number_element is not None else None
+            if whisper_url:
+                params = {**self._call_params(call), "CallSid": child_sid, "ParentCallSid": call.sid, "To": number}
+                bridged = await self._whisper(call, dial, whisper_url, params, person)
+            status = "completed"
+            if bridged:
+                dial["bridged"] = True
+                await self._wait_or_hangup(call, self.dial_secs)
+                duration = max(1, round(self.dial_secs))
+        else:
+            await self._wait_or_hangup(call, min(self.dial_secs, float(verb.get("timeout", "30"))))
+        action = verb.get("action")
+        if not action or call._hangup.is_set():
+            return None
+        params = {**self._call_params(call), "DialCallStatus": status, "DialCallSid": child_sid,
+                  "DialCallDuration": str(duration)}
+        return await self._request_twiml(call, action, params)
+
+    async def _whisper(self, call: EmulatedCall, dial: dict, url: str, params: dict[str, str], person: str) -> bool:
+        """Run the whisper TwiML on the dialed person's leg; True if the calls are then bridged."""
+        twiml = await self._request_twiml(call, url, params)
+        while twiml is not None:
+            next_twiml = None
+            for verb in twiml:
+                if verb.tag == "Hangup":
+                    return False
+                for say in [verb] if verb.tag == "Say" else verb.findall("Say") if verb.tag == "Gather" else []:
+                    dial["whispered"].append(say.text or "")
+                if verb.tag == "Gather":
+                    digits = "1" if person == "accept" else ""
+                    if digits:  # without a key, Twilio goes on to the next verb
+                        next_twiml = await self._request_twiml(call, verb.get("action"), {**params, "Digits": digits})
+                        break
+            if next_twiml is None:
+                return True  # the whisper ran to its end: Twilio bridges the calls
+            twiml = next_twiml
+        return False
+
+    async def _request_twiml(self, call: EmulatedCall, url: str, params: dict[str, str]) -> ET.Element | None:
+        """POST a signed form to one of the application's TwiML URLs, as Twilio does; its TwiML."""
+        signature = RequestValidator(self.auth_token).compute_signature(url, params)
+        async with self._http.post(url, data=params, headers={"X-Twilio-Signature": signature}) as r:
+            body = await r.text()
+            if r.status != 200:
+                call.stream_error = f"11200: {url} answered HTTP {r.status}"
+                return None
+        try:
+            return ET.fromstring(body)
+        except ET.ParseError:
+            call.stream_error = "12100: Document parse failure"
+            return None
 
     async def _wait_or_hangup(self, call: EmulatedCall, seconds: float) -> bool:
         """Wait `seconds` unless the call is hung up or updated first; True if it was hung up."""

@@ -1,0 +1,63 @@
+"""Warm transfers (TRANSFER_MODE=warm, or a call's `transfer_mode`): the callee holds while the
+person who answers hears why and a one-sentence summary (`<Dial><Number url>`), and presses 1
+to take the call; unanswered or declined, the callee hears an apology and the record says so."""
+
+import pytest
+
+from outcall import prompts
+from tests.conftest import CALLEE_NUMBER, OUR_NUMBER, speech
+from tests.fakes.gemini import last_user_text
+
+HUMAN_DESK = "+14155552672"
+
+
+def wants_a_person(request: dict) -> list[dict]:
+    if "person" in last_user_text(request).lower():
+        return [{"functionCall": {"name": "transfer_call", "args": {
+            "reason": "wants to reschedule", "summary": "Ada cannot come on Tuesday and asked for a person."}}}]
+    return [{"text": "I'm calling to confirm your appointment."}]
+
+
+async def transferred_call(vendors, server, person: str) -> tuple:
+    async def callee(call):
+        await call.wait_for_bot_to_speak()
+        await call.say(speech("yes_this_is_ada"))
+
+    vendors.twilio.callee = callee
+    vendors.twilio.dialed_person[HUMAN_DESK] = person
+    vendors.gemini.respond = wants_a_person
+    vendors.deepgram.transcripts = ["yes this is ada can I talk to a person"]
+    response = await server.dialout({"to_number": CALLEE_NUMBER, "transfer_number": HUMAN_DESK, "transfer_mode": "warm"})
+    assert response.status_code == 200, response.text
+    call = vendors.twilio.calls[response.json()["call_sid"]]
+    await call.settled()
+    record = await server.record(response.json()["call_id"], until=lambda r: r["status"] == "completed" and r["summary"])
+    return call, record
+
+
+async def test_an_answered_warm_transfer_whispers_then_connects(vendors, server):
+    call, record = await transferred_call(vendors, server, "accept")
+    [dial] = call.dialed
+    assert (dial["number"], dial["callerId"], dial["bridged"]) == (HUMAN_DESK, OUR_NUMBER, True)
+    whisper = " ".join(dial["whispered"])
+    assert "wants to reschedule" in whisper and "Ada cannot come on Tuesday" in whisper and "Press 1" in whisper
+    assert call.said == [prompts.TRANSFER_HOLD]  # the callee held; nobody apologised
+    assert (record["end_reason"], record["transfer_status"]) == ("transferred", "connected")
+    assert record["transfer_note"] == "wants to reschedule\nAda cannot come on Tuesday and asked for a person."
+    assert call.hangup_requested_at is None  # the bot left the call to Twilio
+
+
+@pytest.mark.parametrize(("person", "status"), [("decline", "declined"), ("no-answer", "no-answer"), ("busy", "busy")])
+async def test_a_warm_transfer_nobody_takes_ends_with_an_apology(vendors, server, person, status):
+    call, record = await transferred_call(vendors, server, person)
+    [dial] = call.dialed
+    assert dial["bridged"] is False and bool(dial["whispered"]) == (person == "decline")
+    assert call.said == [prompts.TRANSFER_HOLD, prompts.TRANSFER_UNAVAILABLE]
+    assert (record["end_reason"], record["transfer_status"]) == ("transfer-failed", status)
+    assert record["summary"]  # the bot's final report still arrived
+
+
+async def test_whisper_callbacks_are_signed_like_every_webhook(server):
+    for path in ("/twilio/whisper", "/twilio/whisper-answer", "/twilio/transfer-result"):
+        response = await server.client.post(f"{path}?call_id=x", data={"CallSid": "CA" + "1" * 32})
+        assert response.status_code == 403, path
