@@ -9,7 +9,7 @@ decided here once (`script_with_agent`, `config_with_agent`), then rendered as a
 """
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -27,6 +27,10 @@ class AgentProfile(CallScript):
     analysis_fields: list[AnalysisField] | None = Field(default=None, max_length=50)
     voice: str | None = Field(default=None, min_length=1, max_length=100, description="the text-to-speech voice id")
     llm_model: str | None = Field(default=None, min_length=1, max_length=100, description="the LLM's model name")
+    llm_provider: Literal["google", "openai"] | None = Field(default=None, description="unset: LLM_PROVIDER")
+    llm_base_url: str | None = Field(
+        default=None, max_length=500, pattern=r"^https?://", description="an OpenAI-compatible endpoint's root; unset: OPENAI_BASE_URL"
+    )
 
     @field_validator("outcomes")
     @classmethod
@@ -94,7 +98,7 @@ def config_with_agent(config: CallConfig, profile: AgentProfile, agent_id: str, 
     """A rendered config, with the agent's limits, outcomes, analysis fields, voice and model
     where it sets them, and the agent and version it ran."""
     update: dict[str, Any] = {"agent_id": agent_id, "agent_version": version}
-    for name in ("idle_timeout_secs", "outcomes", "voice", "llm_model"):
+    for name in ("idle_timeout_secs", "outcomes", "voice", "llm_model", "llm_provider", "llm_base_url"):
         if getattr(profile, name) is not None:
             update[name] = getattr(profile, name)
     if profile.max_duration_secs is not None:

@@ -82,6 +82,8 @@ class CallConfig(BaseModel):
     outcomes: list[str] | None = None
     voice: str | None = None
     llm_model: str | None = None
+    llm_provider: Literal["google", "openai"] | None = None
+    llm_base_url: str | None = None
     agent_id: str | None = None
     agent_version: int | None = None
     report_token: str = ""  # issued when the bot claims the call
@@ -93,8 +95,13 @@ class CallConfig(BaseModel):
 
     def call_settings(self, settings: Settings) -> Settings:
         """The server's settings with this call's own choices over them, for everything the call
-        reads from settings: its outcomes, silence limit, voice and LLM model."""
+        reads from settings: its outcomes, silence limit, voice and LLM (provider, endpoint, model)."""
         update: dict = {}
+        provider = self.llm_provider or settings.llm_provider
+        if self.llm_provider:
+            update["llm_provider"] = self.llm_provider
+        if self.llm_base_url:
+            update["openai_base_url"] = self.llm_base_url
         if self.outcomes:
             update["call_outcomes"] = self.outcomes
         if self.idle_timeout_secs:
@@ -102,7 +109,7 @@ class CallConfig(BaseModel):
         if self.voice:
             update["cartesia_voice"] = self.voice
         if self.llm_model:
-            update["openai_model" if settings.llm_provider == "openai" else "google_model"] = self.llm_model
+            update["openai_model" if provider == "openai" else "google_model"] = self.llm_model
         return settings.model_copy(update=update) if update else settings
 
 

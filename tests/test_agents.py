@@ -196,3 +196,22 @@ async def test_the_command_line_manages_agents(tmp_path):
     code, out, _ = await cli("list")
     assert f"{agent_id}  Check-ups  version 2" in out
     assert (await cli("delete", agent_id))[0] == 0 and (await cli("show", agent_id))[0] == 2
+
+
+async def test_an_agent_can_run_on_its_own_openai_compatible_llm(vendors, server):
+    from tests.conftest import polite_llm
+    from tests.fakes.openai import FakeOpenAI
+
+    local_llm = await FakeOpenAI("not-needed", polite_llm).start()  # a self-hosted server: no key
+    try:
+        agent = await create_agent(server, llm_provider="openai", llm_base_url=local_llm.base_url, llm_model="local-llama")
+        vendors.twilio.callee = greeted_callee()
+        response = await server.dialout({"to_number": CALLEE_NUMBER, "agent_id": agent["id"], "variables": {"name": "Ada"}})
+        record = await server.record(response.json()["call_id"], until=lambda r: r["end_reason"] and r["summary"], timeout=30)
+    finally:
+        await local_llm.stop()
+    assert local_llm.requests and local_llm.requests[0]["model"] == "local-llama"
+    assert local_llm.summary_requests and vendors.gemini.requests == []  # the server's default LLM was not asked
+    assert record["agent_version"] == 1
+    bad = await server.post("/agents", {"name": "x", "profile": {"llm_base_url": "ftp://x"}})
+    assert bad.status_code == 422
