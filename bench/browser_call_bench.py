@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -32,9 +31,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from call_bench import REPLY_CHARS, LatencyResult, conversation, hang_up_all, machine, run_calls  # noqa: E402
+from call_bench import REPLY_CHARS, LatencyResult, conversation, hang_up_all, machine, run_calls, write_readme  # noqa: E402
 from call_harness import (  # noqa: E402
-    ACCOUNT_SID, API_KEY, AUTH_TOKEN, OUR_NUMBER, ROOT, VendorFakes, callee_line, percentile, start_server,
+    ACCOUNT_SID, API_KEY, AUTH_TOKEN, OUR_NUMBER, VendorFakes, callee_line, percentile, start_server,
 )
 from tests.fakes.audio import ulaw_to_pcm  # noqa: E402
 from tests.fakes.twilio import TwilioEmulator  # noqa: E402
@@ -142,15 +141,6 @@ def summarise(phone: LatencyResult, browser: BrowserResult) -> str:
     )
 
 
-def write_readme(text: str) -> None:
-    readme = ROOT / "README.md"
-    content = readme.read_text()
-    pattern = re.compile(r"(<!-- browser-bench:start -->\n).*?(<!-- browser-bench:end -->)", re.S)
-    if not pattern.search(content):
-        raise SystemExit("README.md has no <!-- browser-bench:start --> … <!-- browser-bench:end --> block")
-    readme.write_text(pattern.sub(lambda m: m.group(1) + text + "\n" + m.group(2), content))
-
-
 async def main(args) -> tuple[LatencyResult, BrowserResult]:
     if not shutil.which(CHROMIUM):
         raise SystemExit(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
@@ -181,4 +171,4 @@ if __name__ == "__main__":
     text = summarise(phone, browser)
     print(text)
     if args.readme:
-        write_readme(text)
+        write_readme(text, block="browser-bench")

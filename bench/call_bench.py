@@ -323,12 +323,13 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, CPython {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
 
 
-def write_readme(text: str) -> None:
+def write_readme(text: str, block: str = "call-bench") -> None:
+    """Replace the README's `<!-- {block}:start -->` … `<!-- {block}:end -->` block with `text`."""
     readme = ROOT / "README.md"
     content = readme.read_text()
-    pattern = re.compile(r"(<!-- call-bench:start -->\n).*?(<!-- call-bench:end -->)", re.S)
+    pattern = re.compile(rf"(<!-- {block}:start -->\n).*?(<!-- {block}:end -->)", re.S)
     if not pattern.search(content):
-        raise SystemExit("README.md has no <!-- call-bench:start --> … <!-- call-bench:end --> block")
+        raise SystemExit(f"README.md has no <!-- {block}:start --> … <!-- {block}:end --> block")
     readme.write_text(pattern.sub(lambda m: m.group(1) + text + "\n" + m.group(2), content))
 
 

@@ -19,6 +19,7 @@ from aiohttp import web
 from websockets.asyncio.server import ServerConnection, serve
 
 from tests.fakes.audio import pcm_to_ulaw, tone_pcm16
+from tests.fakes.http import serve as serve_http
 
 SECONDS_PER_CHAR = 0.012
 CHUNK_SECS = 0.1
@@ -44,11 +45,7 @@ class FakeCartesia:
         self.url = f"ws://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/tts/websocket"
         app = web.Application()
         app.router.add_post("/tts/bytes", self._bytes)
-        self._rest = web.AppRunner(app, access_log=None)
-        await self._rest.setup()
-        site = web.TCPSite(self._rest, "127.0.0.1", 0)
-        await site.start()
-        self.api_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        self._rest, self.api_url = await serve_http(app)
         return self
 
     async def stop(self):

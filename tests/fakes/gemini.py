@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from tests.fakes.http import serve
+
 Respond = Callable[[dict], list[dict]]
 Summarise = Callable[[dict], dict]
 
@@ -76,11 +78,7 @@ class FakeGemini:
     async def start(self) -> "FakeGemini":
         app = web.Application()
         app.router.add_post("/{version}/models/{model_action}", self._generate)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.base_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        self._runner, self.base_url = await serve(app)
         return self
 
     async def stop(self):

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from tests.fakes.gemini import answer_for_schema
+from tests.fakes.http import serve
 
 Respond = Callable[[dict], list[dict]]
 Summarise = Callable[[dict], dict]
@@ -46,11 +47,8 @@ class FakeOpenAI:
     async def start(self) -> "FakeOpenAI":
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._complete)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.base_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1"
+        self._runner, root = await serve(app)
+        self.base_url = f"{root}/v1"
         return self
 
     async def stop(self):

@@ -54,6 +54,7 @@ from aiohttp import web
 from twilio.request_validator import RequestValidator
 
 from tests.fakes.audio import FRAME_BYTES, ULAW_SILENCE, frames, rms, ulaw_to_pcm
+from tests.fakes.http import serve
 
 API = "/2010-04-01/Accounts/{account_sid}/Calls"
 VOICED_RMS = 200  # a bot media frame louder than this is speech, not silence
@@ -314,12 +315,7 @@ class TwilioEmulator:
         app.router.add_post(f"{base}/{{sid}}.json", self._update_call)
         app.router.add_get(f"{base}/{{sid}}.json", self._fetch_call)
         app.router.add_get("/2010-04-01/Accounts/{account_sid}/Recordings/{sid}.wav", self._fetch_recording)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{port}"
+        self._runner, self.base_url = await serve(app)
         self._http = aiohttp.ClientSession()
         return self
 

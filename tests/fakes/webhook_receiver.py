@@ -4,6 +4,8 @@ import json
 
 from aiohttp import web
 
+from tests.fakes.http import serve
+
 
 class WebhookReceiver:
     """POST / records `(headers, body)`; answers 500 to the first `fail_first` deliveries."""
@@ -17,11 +19,8 @@ class WebhookReceiver:
     async def start(self) -> "WebhookReceiver":
         app = web.Application()
         app.router.add_post("/", self._receive)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/"
+        self._runner, root = await serve(app)
+        self.url = f"{root}/"
         return self
 
     async def stop(self):
