@@ -215,3 +215,20 @@ async def test_an_agent_can_run_on_its_own_openai_compatible_llm(vendors, server
     assert record["agent_version"] == 1
     bad = await server.post("/agents", {"name": "x", "profile": {"llm_base_url": "ftp://x"}})
     assert bad.status_code == 422
+
+
+async def test_a_campaign_whose_agent_is_gone_pauses_and_says_why(vendors, server):
+    agent = await create_agent(server, greeting="Hello, this is Acme Clinic.", prompt="You book check-ups.")
+    campaign_id = await new_campaign(server, "phone\n+12125550101\n", agent_id=agent["id"],
+                                     calling_windows=ALL_DAY, allow_outside_legal_hours=True)
+    headers = {"X-API-Key": server.settings.secret("dialout_api_key")}
+    assert (await server.client.delete(f"/agents/{agent['id']}", headers=headers)).status_code == 204  # a draft may lose it
+    await server.post(f"/campaigns/{campaign_id}/start")
+    view = await wait_for(lambda: _paused(server, campaign_id), 10)
+    assert agent["id"] in view["status_reason"] and "no longer exists" in view["status_reason"]
+    assert vendors.twilio.calls == {}  # nobody was dialed
+
+
+async def _paused(server, campaign_id: str) -> dict | None:
+    view = (await server.get(f"/campaigns/{campaign_id}")).json()
+    return view if view["status"] == "paused" else None
