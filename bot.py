@@ -16,7 +16,9 @@ How a call flows:
 6. The LLM's `end_call` tool, silence, the time limit, or the server draining for a shutdown
    ends the pipeline; the serializer then hangs the call up through Twilio's REST API (a test
    call has no Twilio call: closing the socket ends it). A callee hang-up ends it at once; a
-   transfer hands the call to Twilio's `<Dial>`.
+   transfer hands the call to Twilio's `<Dial>`. A warm transfer nobody takes can come back in
+   a new stream: that session starts from the conversation so far (`config.history`) and says
+   so first (`config.resume_note`), and only its reports count (`config.bot_generation`).
 7. A one-request summary (and the outcome, if the LLM recorded none), then the final report.
 
 Steps 1–3 are the functions below; from step 4 on, a call is a `CallSession`, whose methods are
@@ -34,6 +36,7 @@ from pipecat.frames.frames import (
     BotStoppedSpeakingFrame,
     EndWorkerFrame,
     FunctionCallResultProperties,
+    LLMRunFrame,
     OutputDTMFFrame,
     TTSSpeakFrame,
 )
@@ -185,8 +188,8 @@ class CallSession:
         self.serializer = serializer
         self.greeting_secs = greeting_secs
         self.log = logger.bind(call_id=config.call_id)
-        self.progress = CallProgress()
-        self.reporter = CallReporter(partial(server.report, config), config.call_id)
+        self.progress = CallProgress(transcript=[TranscriptTurn.model_validate(turn) for turn in config.history])
+        self.reporter = CallReporter(partial(server.report, config), config.call_id, generation=config.bot_generation)
         self.turn_latency: list[float] = []  # the response timer's measures, one per bot turn
         self.callee_turn_started_at = self.bot_turn_started_at = utcnow()
         self.idle_check_ins = 0
@@ -212,6 +215,8 @@ class CallSession:
             enable_turn_tracking=False,
         )
         self.worker.set_reached_upstream_filter((BotStoppedSpeakingFrame,))
+        for turn in self.progress.transcript:  # a call back from a transfer: what was said before
+            self.pipeline.context.add_message({"role": "assistant" if turn.speaker == "bot" else "user", "content": turn.text})
 
         transport.add_event_handler("on_client_connected", self.on_client_connected)
         transport.add_event_handler("on_client_disconnected", self.on_client_disconnected)
@@ -259,7 +264,10 @@ class CallSession:
 
     async def on_client_connected(self, transport, client):
         self.log.info(f"Call {self.config.call_id} connected to {self.config.to_number}")
-        if not self.config.wait_for_callee and self.greeting_secs is None:
+        if self.config.resume_note:  # back from a transfer nobody took: the LLM says so first
+            self.pipeline.context.add_message({"role": "user", "content": f"[{self.config.resume_note}]"})
+            await self.worker.queue_frame(LLMRunFrame())
+        elif not self.config.wait_for_callee and self.greeting_secs is None:
             await self.worker.queue_frame(TTSSpeakFrame(self.config.greeting))
 
     async def on_client_disconnected(self, transport, client):

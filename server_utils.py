@@ -5,12 +5,11 @@ client, errors and signatures live in `outcall/twilio_api.py`."""
 from typing import Any
 
 from pydantic import BaseModel, Field
-from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 
 from outcall.calls import CallConfig, CallScript
 from outcall.phone_numbers import PhoneNumber
 from outcall.settings import Settings
-from outcall.twilio_api import get_websocket_url
+from outcall.twilio_api import stream_twiml
 
 
 class DialoutRequest(CallScript):
@@ -42,17 +41,4 @@ def generate_twiml(settings: Settings, config: CallConfig, stream_token: str) ->
     Only identifiers travel here; the prompt and variables reach the bot through the
     authenticated call config, so nothing the socket says can decide what the bot says.
     """
-    stream = Stream(url=get_websocket_url(settings))
-    stream.parameter(name="call_id", value=config.call_id)
-    stream.parameter(name="to_number", value=config.to_number)
-    stream.parameter(name="from_number", value=config.from_number)
-    stream.parameter(name="stream_token", value=stream_token)
-    if settings.is_production:
-        stream.parameter(
-            name="_pipecatCloudServiceHost", value=f"{settings.agent_name}.{settings.organization_name}"
-        )
-    connect = Connect()
-    connect.append(stream)
-    response = VoiceResponse()
-    response.append(connect)
-    return str(response)
+    return stream_twiml(settings, config, stream_token)

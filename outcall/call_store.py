@@ -28,6 +28,12 @@ from outcall.reports import CallReport
 from outcall.stream_auth import StreamTokenError, issue_report_token, verify_stream_token
 from outcall.values import Channel
 
+# What a bot taking a call back from a transfer is told first (it speaks before the callee does).
+RESUME_NOTE = (
+    "You tried to transfer this call to a colleague, but the transfer did not go through ({status}). "
+    "Tell the person briefly that nobody could take the call right now, then carry on helping them."
+)
+
 UNANSWERED_END_REASONS = {
     "busy": EndReason.BUSY,
     "no-answer": EndReason.NO_ANSWER,
@@ -317,12 +323,18 @@ class CallStore:
             raise CallClaimError(409, f"call {call_id} already has a bot")
         config = CallConfig.model_validate(record.config)
         config.report_token = issue_report_token(secret, call_id=call_id, ttl_secs=report_ttl_secs)
+        config.bot_generation = record.bot_generation
+        if record.bot_generation:  # the call came back from a transfer: the conversation so far
+            config.history = record.transcript
+            config.resume_note = RESUME_NOTE.format(status=record.transfer_status)
         return config
 
     @uninterrupted
     async def apply_report(self, call_id: str, report: CallReport) -> CallRecord:
         async with self.database.write() as session:
             record = await self._locked(session, call_id)
+            if report.generation != record.bot_generation:
+                return record  # from a bot session the call has moved on from (a warm transfer came back)
             if report.sequence <= record.report_sequence or record.final_report_at:
                 return record  # a retry or a late arrival: what we have is as new or newer
             record.report_sequence = report.sequence
@@ -409,23 +421,32 @@ class CallStore:
         async with self.database.write() as session:
             record = await self._locked_for_twilio(session, call_id, call_sid)
             if record is not None and record.transfer_status == "dialing":
-                record.transfer_status = "accepted" if accepted else "declined"
+                record.transfer_status = "accepted" if accepted else "declining"  # settled by the result
             return record
 
     @uninterrupted
-    async def transfer_result(self, call_id: str, call_sid: str, dial_status: str) -> CallRecord | None:
-        """The warm transfer's `<Dial>` ended. Connected: the call ends as `transferred`; else as
-        `transfer-failed` (this outcome is the one that counts, whatever the bot reported)."""
+    async def transfer_result(
+        self, call_id: str, call_sid: str, dial_status: str, back_to_bot: bool = False
+    ) -> CallRecord | None:
+        """The warm transfer's `<Dial>` ended. Connected: the call ends as `transferred`. Else,
+        `back_to_bot`: the call is handed to a new bot session (the earlier one's reports no
+        longer count), or it ends as `transfer-failed` (this outcome is the one that counts,
+        whatever the bot reported)."""
         async with self.database.write() as session:
             record = await self._locked_for_twilio(session, call_id, call_sid)
-            if record is None or record.transfer_status in ("connected", "declined", "no-answer", "busy", "failed"):
+            if record is None or record.transfer_status not in ("dialing", "accepted", "declining"):
                 return record  # a retried callback
             if record.transfer_status == "accepted" and dial_status == "completed":
                 record.transfer_status = "connected"
                 record.end_reason = EndReason.TRANSFERRED.value
+                return record
+            answered = record.transfer_status in ("accepted", "declining") or dial_status == "completed"
+            record.transfer_status = "declined" if answered else (dial_status if dial_status in ("no-answer", "busy") else "failed")
+            if back_to_bot:
+                record.bot_generation += 1
+                record.claimed_at = record.final_report_at = record.end_reason = None
+                record.report_sequence = -1
             else:
-                answered = record.transfer_status in ("accepted", "declined") or dial_status == "completed"
-                record.transfer_status = "declined" if answered else (dial_status if dial_status in ("no-answer", "busy") else "failed")
                 record.end_reason = EndReason.TRANSFER_FAILED.value
             return record
 

@@ -86,6 +86,11 @@ class CallConfig(BaseModel):
     llm_base_url: str | None = None
     agent_id: str | None = None
     agent_version: int | None = None
+    # Set when the bot claims the call: which bot session this is (a warm transfer nobody took
+    # hands the call to a second one), and for a later session the conversation so far
+    bot_generation: int = 0
+    history: list[dict] = Field(default_factory=list)
+    resume_note: str | None = None
     report_token: str = ""  # issued when the bot claims the call
     greeting_audio: str | None = None  # the greeting, synthesised while the phone rang: base64 8 kHz μ-law
 

@@ -229,7 +229,8 @@ async def claim_call(
     greeting's audio if it was synthesised while the phone rang. Raises CallClaimError."""
     secret = settings.secret("stream_secret") or ""
     config = await store.claim(call_id, token, secret, report_ttl_secs(settings), channel)
-    audio = await greetings.get(config.greeting, config.voice) if not config.wait_for_callee else None
+    greets = not config.wait_for_callee and not config.resume_note  # a call back from a transfer is not greeted again
+    audio = await greetings.get(config.greeting, config.voice) if greets else None
     return config.model_copy(update={"greeting_audio": base64.b64encode(audio).decode() if audio else None})
 
 

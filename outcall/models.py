@@ -35,6 +35,7 @@ class CallRecord(Base):
     # A transfer: dialing, accepted, connected, declined, no-answer, busy, failed; cold ones "dialed"
     transfer_status: Mapped[str | None] = mapped_column(String(16))
     transfer_note: Mapped[str | None] = mapped_column(Text)  # the bot's reason and summary, whispered
+    bot_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # bot sessions after the first
     ring_secs: Mapped[float | None] = mapped_column(Float)
     talk_secs: Mapped[float | None] = mapped_column(Float)
     end_reason: Mapped[str | None] = mapped_column(String(24))

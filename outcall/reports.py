@@ -43,6 +43,7 @@ class CallReport(RequestBody):
     """The bot's view of its call so far; `final` once the call is over."""
 
     sequence: int = Field(ge=0)
+    generation: int = Field(default=0, ge=0, description="the bot session sending it: reports of an earlier one are ignored")
     final: bool = False
     transcript: list[TranscriptTurn] = Field(default_factory=list, max_length=5000)
     outcome: RecordedOutcome | None = None
@@ -97,10 +98,11 @@ class CallReporter:
     """Sends a call's reports to the dial-out server, with bounded retries."""
 
     def __init__(
-        self, send: Callable[[CallReport], Awaitable[None]], call_id: str, retry_delays=RETRY_DELAYS_SECS
+        self, send: Callable[[CallReport], Awaitable[None]], call_id: str, retry_delays=RETRY_DELAYS_SECS, generation: int = 0
     ):
         self._send = send
         self._call_id = call_id
+        self._generation = generation
         self._retry_delays = retry_delays
         self._sequence = 0
         self._pending: asyncio.Task | None = None
@@ -126,6 +128,7 @@ class CallReporter:
 
     def _number(self, report: CallReport) -> CallReport:
         report.sequence = self._sequence
+        report.generation = self._generation
         self._sequence += 1
         return report
 

@@ -91,6 +91,7 @@ class Settings(BaseSettings):
     voicemail_voice: str = "Polly.Joanna-Neural"
     transfer_number: PhoneNumber | None = None
     transfer_mode: Literal["cold", "warm"] = "cold"  # warm: the person hears why and a summary first, and may decline
+    transfer_fallback: Literal["bot", "goodbye"] = "bot"  # a warm transfer nobody took: back to the bot, or an apology
     recording: bool = False
     call_events_webhook_url: str | None = None
     call_events_secret: SecretStr | None = None

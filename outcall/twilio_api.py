@@ -14,7 +14,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client as TwilioClient
-from twilio.twiml.voice_response import VoiceResponse
+from twilio.twiml.voice_response import Connect, Stream, VoiceResponse
 
 from outcall.calls import CallConfig
 from outcall.settings import Settings
@@ -221,6 +221,23 @@ def whisper_twiml(settings: Settings, call_id: str, whisper: str) -> str:
     gather = response.gather(num_digits=1, timeout=6, action=webhook_url(settings, "/twilio/whisper-answer", call_id))
     gather.say(whisper, voice=settings.voicemail_voice)
     response.hangup()
+    return str(response)
+
+
+def stream_twiml(settings: Settings, config: CallConfig, stream_token: str) -> str:
+    """`<Connect><Stream>` to the bot with the call's identifiers and stream token (see
+    server_utils.generate_twiml)."""
+    stream = Stream(url=get_websocket_url(settings))
+    stream.parameter(name="call_id", value=config.call_id)
+    stream.parameter(name="to_number", value=config.to_number)
+    stream.parameter(name="from_number", value=config.from_number)
+    stream.parameter(name="stream_token", value=stream_token)
+    if settings.is_production:
+        stream.parameter(name="_pipecatCloudServiceHost", value=f"{settings.agent_name}.{settings.organization_name}")
+    connect = Connect()
+    connect.append(stream)
+    response = VoiceResponse()
+    response.append(connect)
     return str(response)
 
 

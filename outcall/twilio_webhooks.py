@@ -16,7 +16,9 @@ from outcall.database import utcnow
 from outcall.dependencies import SettingsDep, CallStoreDep
 from outcall.models import CallRecord, EndReason
 from outcall import prompts
-from outcall.twilio_api import TwilioCallError, hangup_twiml, twilio_form, update_twilio_call, whisper_twiml
+from outcall.calls import CallConfig
+from outcall.stream_auth import issue_stream_token
+from outcall.twilio_api import TwilioCallError, hangup_twiml, stream_twiml, twilio_form, update_twilio_call, whisper_twiml
 
 router = APIRouter(prefix="/twilio", tags=["Twilio webhooks"], responses=error_responses(400, 403, 404))
 
@@ -115,10 +117,19 @@ async def transfer_result(request: Request, settings: SettingsDep, store: CallSt
     """The warm transfer's `<Dial>` ended: connected (nothing more to do), or nobody took the
     call and the callee hears an apology."""
     form = await twilio_form(request, settings)
-    record = _found(await store.transfer_result(call_id, form.get("CallSid", ""), form.get("DialCallStatus", "")), call_id, form)
+    back_to_bot = settings.transfer_fallback == "bot" and bool(settings.secret("stream_secret"))
+    call_sid = form.get("CallSid", "")
+    record = _found(await store.transfer_result(call_id, call_sid, form.get("DialCallStatus", ""), back_to_bot), call_id, form)
     logger.info(f"Call {call_id}: transfer {record.transfer_status} (DialCallStatus {form.get('DialCallStatus')})")
     if record.transfer_status == "connected":
         return twiml_response(hangup_twiml())
+    if back_to_bot and record.end_reason is None:  # a new stream, with a new token, to a new bot session
+        config = CallConfig.model_validate(record.config)
+        token = issue_stream_token(
+            settings.secret("stream_secret"), call_id=call_id, call_sid=call_sid, to_number=config.to_number,
+            from_number=config.from_number, ttl_secs=settings.stream_token_ttl_secs,
+        )
+        return twiml_response(stream_twiml(settings, config, token))
     return twiml_response(hangup_twiml(prompts.TRANSFER_UNAVAILABLE, settings.voicemail_voice))
 
 

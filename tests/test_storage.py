@@ -70,7 +70,7 @@ async def test_migrations_are_repeatable_and_safe_to_run_concurrently(database_u
     await first.migrate()
     async with first.engine.connect() as connection:
         version = (await connection.execute(text("SELECT version_num FROM alembic_version"))).scalar_one()
-    assert version == ScriptDirectory.from_config(alembic_config()).get_current_head() == "0009"
+    assert version == ScriptDirectory.from_config(alembic_config()).get_current_head() == "0010"
     await first.close()
     await second.close()
 
