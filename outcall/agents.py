@@ -26,6 +26,9 @@ class AgentProfile(CallScript):
     outcomes: list[str] | None = Field(default=None, min_length=1, max_length=30, description="what record_outcome accepts")
     analysis_fields: list[AnalysisField] | None = Field(default=None, max_length=50)
     voice: str | None = Field(default=None, min_length=1, max_length=100, description="the text-to-speech voice id")
+    tts_model: str | None = Field(default=None, min_length=1, max_length=100, description="the text-to-speech model")
+    stt_model: str | None = Field(default=None, min_length=1, max_length=100, description="the speech-to-text model")
+    stt_language: str | None = Field(default=None, min_length=2, max_length=20, description="what the callee speaks, e.g. en or es")
     llm_model: str | None = Field(default=None, min_length=1, max_length=100, description="the LLM's model name")
     llm_provider: Literal["google", "openai"] | None = Field(default=None, description="unset: LLM_PROVIDER")
     llm_base_url: str | None = Field(
@@ -98,7 +101,8 @@ def config_with_agent(config: CallConfig, profile: AgentProfile, agent_id: str, 
     """A rendered config, with the agent's limits, outcomes, analysis fields, voice and model
     where it sets them, and the agent and version it ran."""
     update: dict[str, Any] = {"agent_id": agent_id, "agent_version": version}
-    for name in ("idle_timeout_secs", "outcomes", "voice", "llm_model", "llm_provider", "llm_base_url"):
+    for name in ("idle_timeout_secs", "outcomes", "voice", "tts_model", "stt_model", "stt_language", "llm_model",
+                 "llm_provider", "llm_base_url"):
         if getattr(profile, name) is not None:
             update[name] = getattr(profile, name)
     if profile.max_duration_secs is not None:

@@ -81,6 +81,9 @@ class CallConfig(BaseModel):
     idle_timeout_secs: float | None = None
     outcomes: list[str] | None = None
     voice: str | None = None
+    tts_model: str | None = None
+    stt_model: str | None = None
+    stt_language: str | None = None
     llm_model: str | None = None
     llm_provider: Literal["google", "openai"] | None = None
     llm_base_url: str | None = None
@@ -100,7 +103,8 @@ class CallConfig(BaseModel):
 
     def call_settings(self, settings: Settings) -> Settings:
         """The server's settings with this call's own choices over them, for everything the call
-        reads from settings: its outcomes, silence limit, voice and LLM (provider, endpoint, model)."""
+        reads from settings: its outcomes, silence limit, voice, speech models and LLM (provider,
+        endpoint, model)."""
         update: dict = {}
         provider = self.llm_provider or settings.llm_provider
         if self.llm_provider:
@@ -111,8 +115,10 @@ class CallConfig(BaseModel):
             update["call_outcomes"] = self.outcomes
         if self.idle_timeout_secs:
             update["idle_timeout_secs"] = self.idle_timeout_secs
-        if self.voice:
-            update["cartesia_voice"] = self.voice
+        for mine, setting in (("voice", "cartesia_voice"), ("tts_model", "cartesia_model"),
+                              ("stt_model", "deepgram_model"), ("stt_language", "deepgram_language")):
+            if getattr(self, mine):
+                update[setting] = getattr(self, mine)
         if self.llm_model:
             update["openai_model" if provider == "openai" else "google_model"] = self.llm_model
         return settings.model_copy(update=update) if update else settings

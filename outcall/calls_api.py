@@ -230,7 +230,7 @@ async def claim_call(
     secret = settings.secret("stream_secret") or ""
     config = await store.claim(call_id, token, secret, report_ttl_secs(settings), channel)
     greets = not config.wait_for_callee and not config.resume_note  # a call back from a transfer is not greeted again
-    audio = await greetings.get(config.greeting, config.voice) if greets else None
+    audio = await greetings.get(config.greeting, config.voice, config.tts_model) if greets else None
     return config.model_copy(update={"greeting_audio": base64.b64encode(audio).decode() if audio else None})
 
 

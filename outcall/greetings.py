@@ -51,14 +51,14 @@ class GreetingAudio:
     def enabled(self) -> bool:
         return self.max_bytes > 0 and bool(self.settings.secret("cartesia_api_key"))
 
-    def _key(self, text: str, voice: str | None = None) -> tuple:
-        return (text, voice or self.settings.cartesia_voice, self.settings.cartesia_model)
+    def _key(self, text: str, voice: str | None = None, model: str | None = None) -> tuple:
+        return (text, voice or self.settings.cartesia_voice, model or self.settings.cartesia_model)
 
     def prepare(self, config: CallConfig) -> None:
         """Start synthesising the call's greeting, unless it is cached, on its way, or not spoken first."""
         if not self.enabled or config.wait_for_callee or not config.greeting:
             return
-        key = self._key(config.greeting, config.voice)
+        key = self._key(config.greeting, config.voice, config.tts_model)
         if key in self._pending:
             return
         if key in self._audio:  # cached here: offered again, for the process the stream may reach
@@ -74,10 +74,10 @@ class GreetingAudio:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def get(self, greeting: str, voice: str | None = None) -> bytes | None:
-        """The greeting's audio (in `voice`, else the server's) if it is ready (or becomes ready
-        within a moment) here or in another process, else None."""
-        key = self._key(greeting, voice)
+    async def get(self, greeting: str, voice: str | None = None, model: str | None = None) -> bytes | None:
+        """The greeting's audio (in `voice` and `model`, else the server's) if it is ready (or
+        becomes ready within a moment) here or in another process, else None."""
+        key = self._key(greeting, voice, model)
         if key in self._pending:
             await asyncio.wait([self._pending[key]], timeout=CLAIM_WAIT_SECS)
         audio = self._audio.get(key)

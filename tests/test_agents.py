@@ -16,6 +16,9 @@ PROFILE = {
     "variables": {"clinic": "Acme"},
     "outcomes": ["booked", "not_booked"],
     "voice": "agent-voice-id",
+    "tts_model": "agent-tts-model",
+    "stt_model": "agent-stt-model",
+    "stt_language": "es",
     "llm_model": "agent-model",
     "max_duration_secs": 300,
     "analysis_fields": [{"name": "booked_day", "type": "string", "description": "The day they booked, if any"}],
@@ -75,6 +78,8 @@ async def test_dialout_runs_an_agent_and_the_records_compare_its_versions(vendor
     # The agent's script, voice, model, outcomes and analysis fields ran the call.
     assert vendors.cartesia.bytes_requests[0]["transcript"] == "Hi Ada, this is Acme Clinic calling about your check-up."
     assert vendors.cartesia.bytes_requests[0]["voice"]["id"] == "agent-voice-id"
+    assert vendors.cartesia.bytes_requests[0]["model_id"] == "agent-tts-model"
+    assert (vendors.deepgram.connections[0]["model"], vendors.deepgram.connections[0]["language"]) == ("agent-stt-model", "es")
     request = vendors.gemini.requests[0]
     assert "The patient is Ada" in str(request["systemInstruction"])
     tools = {d["name"]: d for t in request["tools"] for d in t["functionDeclarations"]}
