@@ -134,6 +134,7 @@ class Dispatcher:
             if await self._should_stop(session, campaign, settings, now):
                 return []
             agent = await session.get(Agent, settings.agent_id) if settings.agent_id else None
+            profile = AgentProfile.model_validate(agent.profile) if agent else None  # once a pass, not a dial
             if settings.agent_id and agent is None:
                 campaign.status = CampaignStatus.PAUSED.value
                 campaign.status_reason = f"its agent {settings.agent_id} no longer exists: choose another, then resume"
@@ -169,7 +170,9 @@ class Dispatcher:
                 elif not is_open(settings.calling_windows, contact.timezone, now):
                     contact.next_attempt_at = next_opening(settings.calling_windows, contact.timezone, now)
                 elif len(dials) < slots:
-                    dial = self._prepare(session, campaign, settings, agent, contact, at=first_at + len(dials) * spacing, now=now)
+                    dial = self._prepare(
+                        session, campaign, settings, agent, profile, contact, at=first_at + len(dials) * spacing, now=now
+                    )
                     if dial:
                         dials.append(dial)
             campaign.next_dial_at = first_at + len(dials) * spacing if dials else campaign.next_dial_at
@@ -227,14 +230,13 @@ class Dispatcher:
         )
 
     def _prepare(
-        self, session: AsyncSession, campaign: Campaign, settings: CampaignSettings, agent: Agent | None, contact: Contact,
-        at: datetime, now: datetime,
+        self, session: AsyncSession, campaign: Campaign, settings: CampaignSettings, agent: Agent | None,
+        profile: AgentProfile | None, contact: Contact, at: datetime, now: datetime,
     ) -> Dial | None:
         """Claim the contact: its call record is written and it moves to `dialing`."""
         numbers = settings.from_numbers or [self.settings.twilio_phone_number]
         from_number = numbers[campaign.next_from_index % len(numbers)]
         script = settings.script_for(contact.variables)
-        profile = AgentProfile.model_validate(agent.profile) if agent else None
         if profile:
             script = script_with_agent(profile, script)
         try:

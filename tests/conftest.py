@@ -35,6 +35,20 @@ def speech(name: str) -> bytes:
     return (FIXTURES / f"{name}.ulaw").read_bytes()
 
 
+def conversation(*lines: str, hang_up: bool = False):
+    """A scripted callee: hears the greeting, says each recorded line and hears the reply to it,
+    then (if `hang_up`) puts the phone down."""
+    async def callee(call):
+        await call.wait_for_bot_to_speak()  # the greeting
+        for line in lines:
+            await call.say(speech(line))
+            await call.wait_for_bot_to_speak()
+        if hang_up:
+            await call.hang_up()
+
+    return callee
+
+
 def polite_llm(request: dict) -> list[dict]:
     """The fake LLM's default behaviour: answer, and hang up when the callee says goodbye."""
     heard = last_user_text(request).lower()

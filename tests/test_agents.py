@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.campaign_helpers import ALL_DAY, contacts, new_campaign, wait_for
-from tests.conftest import CALLEE_NUMBER, MovableClock, speech
+from tests.conftest import CALLEE_NUMBER, MovableClock, conversation
 
 PROFILE = {
     "prompt": "You book check-ups for Acme Clinic. The patient is {name}.",
@@ -36,16 +36,6 @@ async def create_agent(server, name="Check-ups", **profile) -> dict:
     return response.json()
 
 
-def greeted_callee():
-    async def callee(call):
-        await call.wait_for_bot_to_speak()
-        await call.say(speech("yes_this_is_ada"))
-        await call.wait_for_bot_to_speak()
-        await call.hang_up()
-
-    return callee
-
-
 async def test_every_change_makes_a_version_and_bad_profiles_change_nothing(server):
     agent = await create_agent(server)
     assert (agent["version"], agent["profile"]["outcomes"]) == (1, ["booked", "not_booked"])
@@ -69,7 +59,7 @@ async def test_every_change_makes_a_version_and_bad_profiles_change_nothing(serv
 
 async def test_dialout_runs_an_agent_and_the_records_compare_its_versions(vendors, server):
     agent = await create_agent(server)
-    vendors.twilio.callee = greeted_callee()
+    vendors.twilio.callee = conversation("yes_this_is_ada", hang_up=True)
     vendors.gemini.summarise = lambda request: {"summary": "Booked.", "outcome": "booked", "analysis": {"booked_day": "Tuesday"}}
     first = await server.dialout({"to_number": CALLEE_NUMBER, "agent_id": agent["id"], "variables": {"name": "Ada"}})
     assert first.status_code == 200, first.text
@@ -121,7 +111,7 @@ async def test_dialout_runs_an_agent_and_the_records_compare_its_versions(vendor
 
 async def test_a_campaign_dials_with_its_agents_current_version_and_keeps_it_from_deletion(vendors, server):
     agent = await create_agent(server)
-    vendors.twilio.callee = greeted_callee()
+    vendors.twilio.callee = conversation("yes_this_is_ada", hang_up=True)
     # The agent's templates need a {name} column: a file without one is refused before any row is stored.
     other = (await server.post("/campaigns", {"name": "other", "settings": {"timezone": "UTC", "agent_id": agent["id"]}})).json()
     refused = await server.post(f"/campaigns/{other['id']}/contacts", content=b"phone\n+12125550102\n",
@@ -210,7 +200,7 @@ async def test_an_agent_can_run_on_its_own_openai_compatible_llm(vendors, server
     local_llm = await FakeOpenAI("not-needed", polite_llm).start()  # a self-hosted server: no key
     try:
         agent = await create_agent(server, llm_provider="openai", llm_base_url=local_llm.base_url, llm_model="local-llama")
-        vendors.twilio.callee = greeted_callee()
+        vendors.twilio.callee = conversation("yes_this_is_ada", hang_up=True)
         response = await server.dialout({"to_number": CALLEE_NUMBER, "agent_id": agent["id"], "variables": {"name": "Ada"}})
         record = await server.record(response.json()["call_id"], until=lambda r: r["end_reason"] and r["summary"], timeout=30)
     finally:

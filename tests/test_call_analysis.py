@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from outcall.settings import Settings
-from tests.conftest import CALLEE_NUMBER, speech
+from tests.conftest import CALLEE_NUMBER, conversation
 from tests.test_console import signed_in
 
 FIELDS = [
@@ -28,14 +28,7 @@ def server_overrides():
 async def analysed_call(vendors, server, answer) -> dict:
     """A call in which the callee speaks once and hangs up, the summary model answering `answer`."""
     vendors.gemini.summarise = lambda request: answer
-
-    async def callee(call):
-        await call.wait_for_bot_to_speak()
-        await call.say(speech("yes_this_is_ada"))
-        await call.wait_for_bot_to_speak()
-        await call.hang_up()
-
-    vendors.twilio.callee = callee
+    vendors.twilio.callee = conversation("yes_this_is_ada", hang_up=True)
     response = await server.dialout({"to_number": CALLEE_NUMBER})
     return await server.record(response.json()["call_id"], until=lambda r: r["end_reason"] and r["analysis"], timeout=30)
 

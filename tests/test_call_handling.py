@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from outcall import prompts
-from tests.conftest import CALLEE_NUMBER, OUR_NUMBER, speech
+from tests.conftest import CALLEE_NUMBER, OUR_NUMBER, conversation, speech
 from tests.fakes.gemini import last_user_text
 
 HUMAN_DESK = "+14155552672"
@@ -112,13 +112,7 @@ async def test_a_transfer_twilio_refuses_ends_the_call_with_an_apology(vendors, 
 
 
 async def test_without_a_transfer_number_the_llm_is_not_offered_a_transfer(vendors, server):
-    async def callee(call):
-        await call.wait_for_bot_to_speak()
-        await call.say(speech("yes_this_is_ada"))
-        await call.wait_for_bot_to_speak()
-        await call.hang_up()
-
-    vendors.twilio.callee = callee
+    vendors.twilio.callee = conversation("yes_this_is_ada", hang_up=True)
     vendors.deepgram.transcripts = ["yes this is ada"]
     response = await server.dialout({"to_number": CALLEE_NUMBER})
     await vendors.twilio.calls[response.json()["call_sid"]].settled()

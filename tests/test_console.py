@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.conftest import API_KEY, CALLEE_NUMBER, speech
+from tests.conftest import API_KEY, CALLEE_NUMBER, conversation
 from tests.campaign_helpers import wait_for
 
 HOSTILE = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2">'
@@ -33,13 +33,7 @@ async def signed_in(server) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
 
 async def finished_call(vendors, server, said: str, **dialout) -> dict:
     """A whole call through the emulator in which the callee says `said`; its final record."""
-    async def callee(call):
-        await call.wait_for_bot_to_speak()
-        await call.say(speech("yes_this_is_ada"))
-        await call.wait_for_bot_to_speak()
-        await call.hang_up()
-
-    vendors.twilio.callee = callee
+    vendors.twilio.callee = conversation("yes_this_is_ada", hang_up=True)
     vendors.deepgram.transcripts = [said]
     response = await server.dialout({"to_number": CALLEE_NUMBER, **dialout})
     assert response.status_code == 200, response.text

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from outcall.settings import Settings
-from tests.conftest import CALLEE_NUMBER, polite_llm, speech
+from tests.conftest import CALLEE_NUMBER, conversation, polite_llm
 from tests.fakes.gemini import last_user_text, system_text
 from tests.fakes.openai import FakeOpenAI
 
@@ -24,16 +24,6 @@ async def openai_llm():
 def server_overrides(openai_llm):
     return {"llm_provider": "openai", "openai_base_url": openai_llm.base_url, "openai_api_key": OPENAI_KEY,
             "openai_model": "local-model"}
-
-
-def conversation(*lines: str):
-    async def callee(call):
-        await call.wait_for_bot_to_speak()  # the greeting
-        for line in lines:
-            await call.say(speech(line))
-            await call.wait_for_bot_to_speak()
-
-    return callee
 
 
 async def test_a_call_on_an_openai_compatible_llm_from_dialout_to_hangup(vendors, server, openai_llm):
