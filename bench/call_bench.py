@@ -8,7 +8,9 @@ For each server (outcall's `server.py`, then the baseline), in a process of its 
    the first voiced bot frame. Response overhead = the callee's last voiced frame → the first
    voiced frame of the reply, minus the endpointing wait both bots are configured with (VAD
    stop 0.2 s + speech timeout). The last turn of each call talks over the reply: barge-in =
-   the callee's first voiced frame → the `clear` message, minus VAD start (0.2 s).
+   the callee's first voiced frame → the `clear` message, minus VAD start (0.2 s). Before
+   them, calls placed one at a time give the CPU a call costs outside its conversation: dial →
+   first words, and hang-up → quiet.
 2. Cost: N concurrent calls, the callee line sending 20 ms frames throughout (speech, then line
    silence while the bot answers, about half the time each). Over a steady window: the server
    process's CPU per call-second and resident memory per call (above the idle server after one
@@ -60,6 +62,7 @@ from tests.fakes.twilio import VOICED_RMS, EmulatedCall, TwilioEmulator  # noqa:
 VAD_START_SECS = 0.2
 VAD_STOP_SECS = 0.2
 LATE_SECS = 0.1
+TEARDOWN_SECS = 2.0  # a hung-up call's summary request and final report are done within this
 REPLY_CHARS = 225  # ≈ 2.7 s of fake speech: the bot talks about half of each exchange
 KINDS = ("outcall", "baseline")
 
@@ -70,6 +73,8 @@ class LatencyResult:
     overhead_ms: list[float] = field(default_factory=list)
     barge_in_ms: list[float] = field(default_factory=list)
     server_ms: list[float] = field(default_factory=list)  # outcall's records: turn end → first audio out
+    setup_cpu_ms: list[float] = field(default_factory=list)  # per call: dial → first words
+    teardown_cpu_ms: list[float] = field(default_factory=list)  # per call: hang-up → quiet again
 
 
 @dataclass
@@ -136,7 +141,36 @@ async def hang_up_all(calls: list[EmulatedCall]) -> None:
     await asyncio.wait_for(asyncio.gather(*(call.hang_up() for call in calls)), 30)
 
 
-async def measure_latency(kind: str, twilio: TwilioEmulator, fakes: VendorFakes, turns: int, concurrency: int, speech_timeout: float) -> LatencyResult:
+async def measure_call_overhead(server: BotServer, twilio: TwilioEmulator, result: LatencyResult, calls: int) -> None:
+    """A call's CPU outside its conversation, one call at a time on a warm server: from the dial to
+    the first words (the dial, the stream's setup, the pipeline's start; outcall also writes its
+    record and synthesises the greeting), and from the hang-up until the server is quiet again
+    (teardown; outcall also asks for the summary and closes the record). The idle server's own
+    CPU over the same time is subtracted."""
+    await asyncio.sleep(TEARDOWN_SECS)  # the warm-up call's teardown
+    before, started = server.cpu_seconds(), time.monotonic()
+    await asyncio.sleep(2)
+    idle_rate = (server.cpu_seconds() - before) / (time.monotonic() - started)
+
+    def cpu_ms_since(cpu: float, at: float) -> float:
+        return (server.cpu_seconds() - cpu - idle_rate * (time.monotonic() - at)) * 1000
+
+    for _ in range(calls):
+        cpu, at = server.cpu_seconds(), time.monotonic()
+        [call] = await run_calls(server, twilio, 1, lambda call: call.wait_for_bot_to_speak(quiet=0.2))
+        while call.first_voiced_at(after=call.stream_started_at) is None:
+            await asyncio.sleep(0.005)
+        result.setup_cpu_ms.append(cpu_ms_since(cpu, at))
+        await asyncio.sleep(0.5)
+        cpu, at = server.cpu_seconds(), time.monotonic()
+        await hang_up_all([call])
+        await asyncio.sleep(TEARDOWN_SECS)
+        result.teardown_cpu_ms.append(cpu_ms_since(cpu, at))
+
+
+async def measure_latency(
+    kind: str, twilio: TwilioEmulator, fakes: VendorFakes, turns: int, concurrency: int, speech_timeout: float, overhead_calls: int
+) -> LatencyResult:
     server = await start_server(kind, twilio, fakes, speech_timeout)
     result = LatencyResult()
     endpointing = endpointing_secs(speech_timeout)
@@ -155,6 +189,7 @@ async def measure_latency(kind: str, twilio: TwilioEmulator, fakes: VendorFakes,
         warm_up = await run_calls(server, twilio, 1, lambda call: call.wait_for_bot_to_speak())
         await asyncio.sleep(1)
         await hang_up_all(warm_up)
+        await measure_call_overhead(server, twilio, result, overhead_calls)
         calls = await run_calls(server, twilio, concurrency, callee, ramp_secs=float(os.environ.get("BENCH_RAMP_SECS", "0")))
         while len(done) < concurrency:
             await asyncio.sleep(0.05)
@@ -264,7 +299,7 @@ async def measure_cost(
 
 
 def ratio(ours: float | None, base: float | None) -> str:
-    return f"{ours / base:.2f}×" if ours is not None and base else "–"
+    return f"{ours / base:.2f}×" if ours is not None and base is not None and base > 0 else "–"
 
 
 def summarise_latency(results: dict[str, LatencyResult]) -> str:
@@ -285,6 +320,9 @@ def summarise_latency(results: dict[str, LatencyResult]) -> str:
     server = {k: r.server_ms for k, r in results.items()}
     row(f"outcall's records: end of turn → first audio out, p50 (n={len(server['outcall'])})", server, None)
     row("outcall's records: end of turn → first audio out, p95", server, 95)
+    setup = {k: r.setup_cpu_ms for k, r in results.items()}
+    row(f"CPU per call outside the conversation: dial → first words, median (n={len(setup['outcall'])})", setup, None)
+    row("CPU per call outside the conversation: hang-up → quiet", {k: r.teardown_cpu_ms for k, r in results.items()}, None)
     tail = vad_verdict_delay(callee_line()) * 1000
     rows.append("")
     rows.append(
@@ -342,7 +380,9 @@ async def main(args) -> dict:
     try:
         for kind in args.kinds:
             if args.turns:
-                latency[kind] = await measure_latency(kind, twilio, fakes, args.turns, args.concurrency, args.speech_timeout)
+                latency[kind] = await measure_latency(
+                    kind, twilio, fakes, args.turns, args.concurrency, args.speech_timeout, args.overhead_calls
+                )
                 print(f"{kind} latency: {json.dumps(asdict(latency[kind]))}", file=sys.stderr)
         for n in args.calls:
             for kind in args.kinds:
@@ -361,6 +401,7 @@ if __name__ == "__main__":
     parser.add_argument("--window", type=float, default=20.0, help="seconds measured per cost run")
     parser.add_argument("--turns", type=int, default=52, help="turns measured for latency (0 skips it)")
     parser.add_argument("--concurrency", type=int, default=4, help="concurrent calls in the latency run")
+    parser.add_argument("--overhead-calls", type=int, default=5, help="calls placed one at a time for the CPU outside a conversation")
     parser.add_argument("--speech-timeout", type=float, default=0.3, help="turn-stop wait after VAD stop, both bots")
     parser.add_argument("--turn-stop", choices=["smart_turn", "speech_timeout"], default="smart_turn",
                         help="how both servers end turns (smart_turn, outcall's default, ignores --speech-timeout)")

@@ -26,7 +26,6 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMUserAggregatorParams,
 )
 from pipecat.services.cartesia.tts import CartesiaTTSService
-from pipecat.services.deepgram.stt import DeepgramSTTService
 from pipecat.services.google.llm import GoogleLLMService
 from pipecat.services.llm_service import LLMService
 from pipecat.transports.base_transport import BaseTransport
@@ -37,6 +36,7 @@ from outcall.settings import Settings
 from pipelines.callee_audio import StopCalleeAudio
 from pipelines.response_timer import ResponseTimer
 from pipelines.smart_turn import SharedSmartTurnAnalyzer
+from pipelines.deepgram_stt import ChunkedDeepgramSTTService
 from pipelines.telephony_vad import TelephonyVADAnalyzer
 
 SAMPLE_RATE = 8000
@@ -54,12 +54,12 @@ class CallPipeline:
     response_timer: ResponseTimer
 
 
-def create_stt(settings: Settings) -> DeepgramSTTService:
-    return DeepgramSTTService(
+def create_stt(settings: Settings) -> ChunkedDeepgramSTTService:
+    return ChunkedDeepgramSTTService(
         api_key=settings.secret("deepgram_api_key") or "",
         base_url=settings.deepgram_base_url,
         sample_rate=SAMPLE_RATE,
-        settings=DeepgramSTTService.Settings(
+        settings=ChunkedDeepgramSTTService.Settings(
             model=settings.deepgram_model, language=settings.deepgram_language
         ),
     )

@@ -18,7 +18,7 @@ def test_call_bench_smoke_run(tmp_path):
     out = tmp_path / "results.json"
     run = subprocess.run(
         [sys.executable, "bench/call_bench.py", "--calls", "2", "--window", "4", "--turns", "1",
-         "--concurrency", "1", "--json", str(out)],
+         "--concurrency", "1", "--overhead-calls", "1", "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
@@ -28,6 +28,7 @@ def test_call_bench_smoke_run(tmp_path):
     for kind in ("outcall", "baseline"):
         latency = results["latency"][kind]
         assert len(latency["first_words_ms"]) == 1 and len(latency["overhead_ms"]) == 1
+        assert len(latency["setup_cpu_ms"]) == len(latency["teardown_cpu_ms"]) == 1 and latency["setup_cpu_ms"][0] > 0
         [cost] = results["cost"][kind]
         assert cost["calls"] == 2 and cost["frames"] > 0 and cost["cpu_ms_per_call_sec"] > 0
         assert 0.9 < cost["audio_received_share"] < 1.2  # every reply the fake TTS made was heard

@@ -1,8 +1,8 @@
 """A fake Deepgram live transcription server (`GET /v1/listen`, WebSocket).
 
-It hears speech by its energy, like an endpointing recogniser: while the callee speaks it
-sends interim `Results`; at `Finalize` (or after 500 ms of silence) it sends the final
-`Results` with the next scripted transcript. Authentication is `Authorization: Token <key>`.
+It hears speech by its energy (per 20 ms, whatever size the client's messages are), like an
+endpointing recogniser: while the callee speaks it sends interim `Results`; at `Finalize` (or
+after 500 ms of silence) it sends the final `Results` with the next scripted transcript. Authentication is `Authorization: Token <key>`.
 """
 
 import json
@@ -16,6 +16,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 SPEECH_RMS = 300
 ENDPOINTING_SECS = 0.5
+LEVEL_SECS = 0.02
 
 
 class FakeDeepgram:
@@ -26,6 +27,7 @@ class FakeDeepgram:
         self.transcripts: list[str] = []
         self.default_transcript = "hello"
         self.connections: list[dict] = []  # query parameters of each accepted connection
+        self.messages: list[list[str | int]] = []  # per connection: each audio message's bytes, or a control's type
         self.rejected = 0
         self.base_url = ""
         self._server = None
@@ -54,6 +56,8 @@ class FakeDeepgram:
     async def _session(self, ws: ServerConnection):
         query = {k: v[0] for k, v in parse_qs(urlparse(ws.request.path).query).items()}
         self.connections.append(query)
+        received: list[str | int] = []
+        self.messages.append(received)
         sample_rate = int(query.get("sample_rate", 16000))
         request_id = str(uuid.uuid4())
         audio_secs = 0.0
@@ -89,22 +93,25 @@ class FakeDeepgram:
 
         try:
             async for message in ws:
+                received.append(len(message) if isinstance(message, bytes) else json.loads(message).get("type", "?"))
                 if isinstance(message, bytes):
-                    pcm = np.frombuffer(message, dtype="<i2")
-                    chunk_secs = len(pcm) / sample_rate
-                    audio_secs += chunk_secs
-                    level = float(np.sqrt(np.mean(pcm.astype(np.float64) ** 2))) if len(pcm) else 0.0
-                    if level > SPEECH_RMS:
-                        silence = 0.0
-                        if speech_start is None:
-                            speech_start = audio_secs - chunk_secs
-                        if not interim_sent and audio_secs - speech_start > 0.3:
-                            interim_sent = True
-                            await send_results("…", False)
-                    elif speech_start is not None:
-                        silence += chunk_secs
-                        if silence >= ENDPOINTING_SECS:
-                            await finish_utterance(from_finalize=False)
+                    samples = np.frombuffer(message, dtype="<i2")
+                    step = int(sample_rate * LEVEL_SECS)  # any message size: energy per 20 ms, as heard
+                    for pcm in (samples[i : i + step] for i in range(0, len(samples), step)):
+                        chunk_secs = len(pcm) / sample_rate
+                        audio_secs += chunk_secs
+                        level = float(np.sqrt(np.mean(pcm.astype(np.float64) ** 2)))
+                        if level > SPEECH_RMS:
+                            silence = 0.0
+                            if speech_start is None:
+                                speech_start = audio_secs - chunk_secs
+                            if not interim_sent and audio_secs - speech_start > 0.3:
+                                interim_sent = True
+                                await send_results("…", False)
+                        elif speech_start is not None:
+                            silence += chunk_secs
+                            if silence >= ENDPOINTING_SECS:
+                                await finish_utterance(from_finalize=False)
                     continue
                 control = json.loads(message)
                 if control.get("type") == "Finalize":
