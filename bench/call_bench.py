@@ -82,6 +82,7 @@ class CostResult:
     calls: int
     window_secs: float
     cpu_ms_per_call_sec: float
+    loop_cpu_ms_per_call_sec: float  # of it, the event loop's thread
     rss_mb_per_call: float
     idle_rss_mb: float
     late_frames: int
@@ -256,11 +257,11 @@ async def measure_cost(
         lag = LoopLag()
         lag.start()
         overheads.clear()
-        start, cpu_before, peak_rss = time.monotonic(), server.cpu_seconds(), 0
+        start, cpu_before, loop_before, peak_rss = time.monotonic(), server.cpu_seconds(), server.loop_cpu_seconds(), 0
         while time.monotonic() - start < window:
             peak_rss = max(peak_rss, server.rss_bytes())
             await asyncio.sleep(0.5)
-        end, cpu_after = time.monotonic(), server.cpu_seconds()
+        end, cpu_after, loop_after = time.monotonic(), server.cpu_seconds(), server.loop_cpu_seconds()
         lags = lag.stop()
         for page in pages:
             page.cancel()
@@ -285,6 +286,7 @@ async def measure_cost(
         calls=n,
         window_secs=round(end - start, 1),
         cpu_ms_per_call_sec=round((cpu_after - cpu_before) * 1000 / (n * (end - start)), 1),
+        loop_cpu_ms_per_call_sec=round((loop_after - loop_before) * 1000 / (n * (end - start)), 1),
         rss_mb_per_call=round((peak_rss - idle_rss) / n / 2**20, 1),
         idle_rss_mb=round(idle_rss / 2**20),
         late_frames=sum(late > LATE_SECS for late in lateness),

@@ -97,9 +97,13 @@ class BotServer:
     url: str
     log: Path
 
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    def cpu_seconds(self, stat: str = "stat") -> float:
+        fields = Path(f"/proc/{self.process.pid}/{stat}").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / TICKS_PER_SEC  # utime + stime
+
+    def loop_cpu_seconds(self) -> float:
+        """The main thread's: the event loop every in-process call shares, which bounds capacity."""
+        return self.cpu_seconds(f"task/{self.process.pid}/stat")
 
     def rss_bytes(self) -> int:
         return int(Path(f"/proc/{self.process.pid}/statm").read_text().split()[1]) * PAGE_BYTES
