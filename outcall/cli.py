@@ -10,7 +10,7 @@
     uv run python -m outcall dnc add +14155552671 [--reason "asked by email"]
     uv run python -m outcall dnc remove +14155552671
 
-A running server picks up status changes at its next dispatcher pass (within a second).
+A running server picks up status changes at its next dispatcher pass (within two seconds).
 """
 
 import argparse
