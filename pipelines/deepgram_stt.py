@@ -1,26 +1,29 @@
-"""Deepgram speech-to-text, fed 100 ms of the callee's audio at a time instead of every 20 ms packet.
+"""Deepgram speech-to-text, fed the quiet parts of the line 100 ms at a time instead of every 20 ms packet.
 
 Pipecat's `DeepgramSTTService` sends each packet the transport receives as a WebSocket message of
-its own: 50 a second per call, each a frame to mask, deflate and write with a system call. At ten
-calls that was 18 % of the event loop's CPU (py-spy), more than any pipeline processor. Deepgram
-takes chunks of 20 to 250 ms; here the packets are gathered into 100 ms chunks, a fifth of the
-messages.
+its own: 50 a second per call, each a frame to mask, deflate and write with a system call that
+wakes another process. At ten calls that was 18 % of the event loop's CPU (py-spy), more than
+any pipeline processor. Deepgram takes chunks of 20 to 250 ms.
 
-Gathering would hold back the end of an utterance by up to 80 ms, so whatever is gathered is
-sent the moment the VAD says the callee stopped, before Pipecat's `Finalize` asks Deepgram for
-the final transcript: what the turn decision waits for arrives as soon as before. The
-transcripts are Deepgram's own; only the message boundaries move.
+Here a quiet packet (the callee listening, line noise) is gathered, up to 100 ms; a packet with
+sound in it goes at once, with whatever was gathered before it, so Deepgram hears speech as soon
+as before: its interim transcripts can start the callee's turn (and interrupt the bot) when the
+VAD has not, and gathering speech delayed that by up to 80 ms. What is gathered also goes the
+moment the VAD says the callee stopped, before Pipecat's `Finalize`. The transcripts are
+Deepgram's own; only the message boundaries move.
 """
 
+import numpy as np
 from pipecat.frames.frames import Frame, VADUserStoppedSpeakingFrame
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.deepgram.stt import DeepgramSTTService
 
 CHUNK_SECS = 0.1
+QUIET_RMS = 100  # 16-bit RMS below which a packet is gathered: well under speech (~1000–5000)
 
 
 class ChunkedDeepgramSTTService(DeepgramSTTService):
-    """Pipecat's Deepgram service, sending the callee's 16-bit audio in CHUNK_SECS chunks."""
+    """Pipecat's Deepgram service, sending quiet 16-bit audio in CHUNK_SECS chunks, sound at once."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -28,7 +31,7 @@ class ChunkedDeepgramSTTService(DeepgramSTTService):
 
     async def run_stt(self, audio: bytes):
         self._gathered += audio
-        if len(self._gathered) >= int(self.sample_rate * CHUNK_SECS) * 2:
+        if len(self._gathered) >= int(self.sample_rate * CHUNK_SECS) * 2 or not quiet(audio):
             await self.send_gathered()
         yield None
 
@@ -43,3 +46,8 @@ class ChunkedDeepgramSTTService(DeepgramSTTService):
         if isinstance(frame, VADUserStoppedSpeakingFrame):
             await self.send_gathered()  # the utterance's end, before Finalize
         await super().process_frame(frame, direction)
+
+
+def quiet(audio: bytes) -> bool:
+    samples = np.frombuffer(audio, dtype=np.int16).astype(np.float32)
+    return not len(samples) or float(np.sqrt(np.mean(samples * samples))) < QUIET_RMS
