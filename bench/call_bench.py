@@ -348,7 +348,7 @@ def summarise_cost(results: dict[str, list[CostResult]]) -> str:
             f"{base.cpu_ms_per_call_sec} ({base.loop_cpu_ms_per_call_sec}) / "
             f"{ratio(ours.cpu_ms_per_call_sec, base.cpu_ms_per_call_sec)} | {ours.rss_mb_per_call} / {base.rss_mb_per_call} "
             f"| {ours.late_frames} of {ours.frames} / {base.late_frames} of {base.frames} "
-            f"| {ours.max_late_ms} / {base.max_late_ms} | {ours.overhead_p50_ms} / {base.overhead_p50_ms} "
+            f"| {ours.max_late_ms} / {base.max_late_ms} | {ours.overhead_p50_ms or '–'} / {base.overhead_p50_ms or '–'} "
             f"| {ours.bot_talk_share} / {base.bot_talk_share} |"
         )
     capacity = {
