@@ -2,7 +2,8 @@
 
 It hears speech by its energy (per 20 ms, whatever size the client's messages are), like an
 endpointing recogniser: while the callee speaks it sends interim `Results`; at `Finalize` (or
-after 500 ms of silence) it sends the final `Results` with the next scripted transcript. Authentication is `Authorization: Token <key>`.
+after 500 ms of silence) it sends the final `Results` with the next scripted transcript.
+Authentication is `Authorization: Token <key>`.
 """
 
 import json
