@@ -94,8 +94,8 @@ class FakeDeepgram:
 
         try:
             async for message in ws:
-                received.append(len(message) if isinstance(message, bytes) else json.loads(message).get("type", "?"))
                 if isinstance(message, bytes):
+                    received.append(len(message))
                     samples = np.frombuffer(message, dtype="<i2")
                     step = int(sample_rate * LEVEL_SECS)  # any message size: energy per 20 ms, as heard
                     for pcm in (samples[i : i + step] for i in range(0, len(samples), step)):
@@ -115,6 +115,7 @@ class FakeDeepgram:
                                 await finish_utterance(from_finalize=False)
                     continue
                 control = json.loads(message)
+                received.append(control.get("type", "?"))
                 if control.get("type") == "Finalize":
                     await finish_utterance(from_finalize=True)
                 elif control.get("type") == "CloseStream":
