@@ -15,6 +15,7 @@ Routes:
 - GET  /health                  200, or 503 while draining for a shutdown (outcall/draining.py)
 """
 
+import asyncio
 import uuid
 from functools import partial
 from contextlib import asynccontextmanager
@@ -65,6 +66,7 @@ from outcall.twilio_api import (
     twilio_form,
     twilio_signed_stream,
 )
+from pipelines.default import load_shared_models
 from server_utils import DialoutRequest, DialoutResponse, generate_twiml
 
 
@@ -166,6 +168,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None, han
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         report_missing_settings(settings)
+        await asyncio.to_thread(load_shared_models, settings)
         database = Database(settings.database_url)
         await database.migrate()
         delivery = None

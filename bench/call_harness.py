@@ -7,14 +7,17 @@ alone. The fakes answer at once: every millisecond measured is the server's own.
 """
 
 import asyncio
+import itertools
 import multiprocessing
 import os
+import random
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -301,9 +304,25 @@ class LoopLag:
         return self.lags
 
 
-def callee_line(name: str = "yes_this_is_ada") -> bytes:
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+def callee_line(name: str = "natural_tuesday") -> bytes:
     """A recorded callee line from the test fixtures, 8 kHz μ-law."""
-    return (ROOT / "tests" / "fixtures" / f"{name}.ulaw").read_bytes()
+    return (FIXTURES / f"{name}.ulaw").read_bytes()
+
+
+def callee_lines() -> list[bytes]:
+    """The benchmark callee's lines: natural speech (piper's en_US-joe-medium voice), 1.7–2.8 s
+    each, every one a finished sentence smart-turn judges so (tests/fixtures/make_speech.sh)."""
+    return [path.read_bytes() for path in sorted(FIXTURES.glob("natural_*.ulaw"))]
+
+
+def callee_turns() -> Iterator[bytes]:
+    """One callee's lines, turn after turn, starting at a random one (callees out of step)."""
+    lines = callee_lines()
+    start = random.randrange(len(lines))
+    return itertools.cycle(lines[start:] + lines[:start])
 
 
 def free_port() -> int:

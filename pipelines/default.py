@@ -33,6 +33,7 @@ from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy, TurnAnaly
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from outcall.settings import Settings
+from pipelines import smart_turn, telephony_vad
 from pipelines.callee_audio import StopCalleeAudio
 from pipelines.response_timer import ResponseTimer
 from pipelines.smart_turn import SharedSmartTurnAnalyzer
@@ -125,6 +126,15 @@ def create_turn_strategies(settings: Settings) -> UserTurnStrategies:
     else:
         stop = TurnAnalyzerUserTurnStopStrategy(turn_analyzer=SharedSmartTurnAnalyzer())
     return UserTurnStrategies(stop=[stop])
+
+
+def load_shared_models(settings: Settings) -> None:
+    """Load the models every call shares (Silero; smart-turn unless turns end on a timeout) before
+    the first call, which would otherwise wait ~0.3 s for them; the server's idle memory then
+    includes them, so a call's memory is what it adds."""
+    telephony_vad.shared_session()
+    if settings.turn_stop == "smart_turn":
+        smart_turn.shared_session()
 
 
 def build_pipeline(

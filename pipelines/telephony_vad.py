@@ -9,7 +9,10 @@ the event loop, as the call starts) and hands every 20 ms packet to a thread. He
   scoring what the loop's current turn has, took the event loop's CPU at 10 calls from 46 to 40
   ms per call-second (3 interleaved runs each); a decision comes at most 10 ms later. Scoring in
   a thread as well took 4 ms more off the loop but nothing off the total (without the wait, it
-  added 5 ms to the total): left out.
+  added 5 ms to the total): left out. Once every live call's window is in, nobody is left to
+  wait for and the batch runs at once: a lone call never waits, and a call catching up on
+  packets queued while its turn end was judged does not wait 10 ms a packet (that wait held the
+  final transcript, queued behind them, ~11 ms after smart-turn's verdict).
 The model, its inputs and the decisions are Pipecat's own: a batch row computes exactly what a
 single run computes (tests/test_telephony_vad.py compares them window by window). Skipping the
 model on quiet windows would save more, but changes its recurrent state and so, now and then, a
@@ -17,6 +20,7 @@ decision: measured, and left out.
 """
 
 import asyncio
+import weakref
 from importlib import resources
 
 import numpy as np
@@ -55,20 +59,34 @@ class SharedSileroModel(SileroOnnxModel):
 
 class SileroBatcher:
     """Scores, in one inference, the windows every call in the process has ready within
-    BATCH_SECS, and advances each call's model state as a run of its own would."""
+    BATCH_SECS (or as soon as every live call has one ready), and advances each call's model
+    state as a run of its own would."""
 
     def __init__(self):
         self._pending: list[tuple[SharedSileroModel, np.ndarray, int, asyncio.Future]] = []
+        self._live: weakref.WeakSet[SharedSileroModel] = weakref.WeakSet()  # calls' models, until they end
+        self._timer: asyncio.TimerHandle | None = None
+
+    def join(self, model: SharedSileroModel) -> None:
+        self._live.add(model)
+
+    def leave(self, model: SharedSileroModel) -> None:
+        self._live.discard(model)
 
     def confidence(self, model: SharedSileroModel, window: np.ndarray, sample_rate: int) -> asyncio.Future:
         loop = asyncio.get_running_loop()
-        if not self._pending:
-            loop.call_later(BATCH_SECS, self._run)
         future = loop.create_future()
         self._pending.append((model, window, sample_rate, future))
+        if len(self._pending) >= len(self._live):  # every live call is in: nobody to wait for
+            self._run()
+        elif self._timer is None:
+            self._timer = loop.call_later(BATCH_SECS, self._run)
         return future
 
     def _run(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         pending, self._pending = self._pending, []
         for sample_rate in {rate for _, _, rate, _ in pending}:
             batch = [p for p in pending if p[2] == sample_rate and not p[3].cancelled()]
@@ -105,6 +123,7 @@ class TelephonyVADAnalyzer(SileroVADAnalyzer):
         # Skip SileroVADAnalyzer.__init__, which loads a model of its own; set what it sets.
         VADAnalyzer.__init__(self, sample_rate=sample_rate, params=params)
         self._model = SharedSileroModel()
+        _batcher.join(self._model)
         self._windows_since_reset = 0
         self._low_confidence_windows = 0
         self._confidence = 0.0
@@ -122,6 +141,10 @@ class TelephonyVADAnalyzer(SileroVADAnalyzer):
                 self._confidence = await _batcher.confidence(self._model, window, self.sample_rate)
             state = self._run_analyzer(part)
         return state
+
+    async def cleanup(self):
+        _batcher.leave(self._model)
+        await super().cleanup()
 
     def voice_confidence(self, buffer) -> float:
         self._maybe_reset_model(self._confidence)  # as SileroVADAnalyzer does after each window

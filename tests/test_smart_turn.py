@@ -26,7 +26,7 @@ def recorded(name: str) -> np.ndarray:
     return np.concatenate([ulaw_to_pcm(speech(name)), np.zeros(RATE // 2, np.int16)]).astype(np.int16)
 
 
-@pytest.mark.parametrize("name", ["yes_this_is_ada", "long_story", "thanks_goodbye"])
+@pytest.mark.parametrize("name", ["yes_this_is_ada", "long_story", "thanks_goodbye", "natural_email", "natural_keep_plan"])
 def test_same_predictions_as_pipecats_analyzer_on_every_window(name):
     [pipecat], [ours] = analyzers(LocalSmartTurnAnalyzerV3), analyzers(SharedSmartTurnAnalyzer)
     audio = recorded(name).astype(np.float32) / 32768.0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 
-from pipelines.telephony_vad import TelephonyVADAnalyzer, shared_session
+from pipelines.telephony_vad import SharedSileroModel, SileroBatcher, TelephonyVADAnalyzer, shared_session
 from tests.conftest import speech
 from tests.fakes.audio import ulaw_to_pcm
 
@@ -52,3 +52,17 @@ def test_calls_share_one_model():
     first, second = TelephonyVADAnalyzer(sample_rate=8000), TelephonyVADAnalyzer(sample_rate=8000)
     assert first._model.session is second._model.session is shared_session()
     assert first._model._state is not second._model._state
+
+
+async def test_a_batch_runs_as_soon_as_every_live_call_has_a_window():
+    batcher, window = SileroBatcher(), np.zeros(256, np.float32)
+    first, second = SharedSileroModel(), SharedSileroModel()
+    batcher.join(first)
+    assert batcher.confidence(first, window, 8000).done()  # a lone call waits for nobody
+    batcher.join(second)
+    waiting = batcher.confidence(first, window, 8000)
+    assert not waiting.done()
+    assert batcher.confidence(second, window, 8000).done() and waiting.done()  # both in: scored together
+    assert await asyncio.wait_for(batcher.confidence(second, window, 8000), 1) >= 0  # no company: scored after the wait
+    batcher.leave(second)  # its call ended
+    assert batcher.confidence(first, window, 8000).done()
