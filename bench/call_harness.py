@@ -313,7 +313,7 @@ def callee_line(name: str = "natural_tuesday") -> bytes:
 
 
 def callee_lines() -> list[bytes]:
-    """The benchmark callee's lines: natural speech (piper's en_US-joe-medium voice), 1.7–2.8 s
+    """The benchmark callee's lines: natural speech (piper's en_US-joe-medium voice), 1.8–2.4 s
     each, every one a finished sentence smart-turn judges so (tests/fixtures/make_speech.sh)."""
     return [path.read_bytes() for path in sorted(FIXTURES.glob("natural_*.ulaw"))]
 

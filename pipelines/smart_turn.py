@@ -11,6 +11,10 @@ The inference is on the path of every reply (the turn cannot end before it), so 
 uses every core (ONNX intra-op threads = cores, 19 ms instead of 26 on this 2-core machine) and
 inferences take turns, rather than several running side by side on one core each. ONNX's
 threads do not spin waiting for work: spinning cost 68 ms of CPU per inference instead of 31.
+Nor do numpy's: the features' one matrix product woke OpenBLAS's thread per core, which then
+spun ~100 ms waiting for more (103 ms of CPU per inference for 7 ms of work; 15 ms per
+call-second at 10 calls, a third of the server's CPU). BLAS runs on one thread in a process
+that serves calls (`threadpoolctl`), with the same features to the bit (tests/test_smart_turn.py).
 The analyzer's decisions are Pipecat's own: the same model, the same features, the same code
 (`tests/test_smart_turn.py` compares them with Pipecat's analyzer on recorded speech).
 """
@@ -20,9 +24,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 
+import numpy as np
 import onnxruntime as ort
+from pipecat.audio.turn.smart_turn._whisper_features import compute_whisper_log_mel_features
 from pipecat.audio.turn.smart_turn.base_smart_turn import BaseSmartTurn
 from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
+from threadpoolctl import threadpool_limits
 
 MODEL = "smart-turn-v3.2-cpu.onnx"  # the model Pipecat bundles and loads by default
 
@@ -42,8 +49,13 @@ def shared_session() -> ort.InferenceSession:
             options.intra_op_num_threads = os.cpu_count() or 1
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            threadpool_limits(1, user_api="blas")  # process-wide: numpy's matrix products on one thread
             model = resources.files("pipecat.audio.turn.smart_turn.data").joinpath(MODEL)
             _session = ort.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
+            # One inference on silence now: ONNX allocates its working memory (~40 MB) while the
+            # server starts, not in the first callee's first turn (whose reply it slowed ~180 ms).
+            silence = compute_whisper_log_mel_features(np.zeros(8 * 16000, np.float32))
+            _session.run(None, {"input_features": silence[np.newaxis]})
         return _session
 
 
