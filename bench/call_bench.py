@@ -92,6 +92,7 @@ class CostResult:
     p99_late_ms: float
     bot_talk_share: float
     overhead_p50_ms: float | None
+    first_words_p95_ms: float | None  # of the N calls, started one every `--every` seconds
     audio_received_share: float
     load_generator_lag_p99_ms: float
 
@@ -124,13 +125,16 @@ async def conversation(call: EmulatedCall, turns: int, endpointing: float, resul
             result.barge_in_ms.append((clear - spoken.first_voiced_at - VAD_START_SECS) * 1000)
 
 
-async def run_calls(server: BotServer, twilio: TwilioEmulator, count: int, callee, ramp_secs: float = 0.0) -> list[EmulatedCall]:
-    """Place `count` calls (spread over `ramp_secs`), each answered by `callee(call)`; returns them once streaming."""
+async def run_calls(
+    server: BotServer, twilio: TwilioEmulator, count: int, callee, ramp_secs: float = 0.0, every_secs: float = 0.0
+) -> list[EmulatedCall]:
+    """Place `count` calls (at random over `ramp_secs`, or one every `every_secs`), each answered by
+    `callee(call)`; returns them once streaming."""
     twilio.callee = callee
     async with httpx.AsyncClient(timeout=30) as http:
 
         async def dial(index: int) -> EmulatedCall:
-            await asyncio.sleep(random.uniform(0, ramp_secs))
+            await asyncio.sleep(index * every_secs + random.uniform(0, ramp_secs))
             return twilio.calls[await place_call(server, twilio, http, index)]
 
         calls = await asyncio.gather(*(dial(i) for i in range(count)))
@@ -219,13 +223,16 @@ async def open_dashboards(server: BotServer, count: int) -> list[asyncio.Task]:
 
 
 async def measure_cost(
-    kind: str, twilio: TwilioEmulator, fakes: VendorFakes, n: int, window: float, speech_timeout: float, dashboards: int = 0
+    kind: str, twilio: TwilioEmulator, fakes: VendorFakes, n: int, window: float, speech_timeout: float,
+    dashboards: int = 0, every_secs: float = 1.0,
 ) -> CostResult:
-    """`dashboards`: console pages kept open on the server during the window (outcall only)."""
+    """Calls start one every `every_secs`; `dashboards`: console pages kept open on the server
+    during the window (outcall only)."""
     server = await start_server(kind, twilio, fakes, speech_timeout)
     endpointing = endpointing_secs(speech_timeout)
     logs: dict[str, CalleeLog] = {}
     overheads: list[float] = []
+    first_words: list[float] = []
     talking = True
     finished: list[asyncio.Future] = []
     try:
@@ -241,6 +248,7 @@ async def measure_cost(
             log = logs.setdefault(call.sid, CalleeLog())
             try:
                 await call.wait_for_bot_to_speak(quiet=0.2)
+                first_words.append(call.first_voiced_at(after=call.stream_started_at) - call.stream_started_at)
                 lines = callee_turns()
                 while talking:
                     spoken = await call.say(next(lines))
@@ -252,7 +260,7 @@ async def measure_cost(
                 done.set_result(None)
 
         synthesised_before = fakes.synthesised_secs()
-        calls = await run_calls(server, twilio, n, callee, ramp_secs=min(3.0, 0.1 * n))
+        calls = await run_calls(server, twilio, n, callee, every_secs=every_secs)
         pages = await open_dashboards(server, dashboards)
         await asyncio.sleep(min(3.0, window))  # every call past its greeting and into conversation
         lag = LoopLag()
@@ -296,6 +304,7 @@ async def measure_cost(
         p99_late_ms=round(percentile(lateness, 99) * 1000) if lateness else 0,
         bot_talk_share=round(talk / (n * (end - start)), 2),
         overhead_p50_ms=round(statistics.median(overheads)) if overheads else None,
+        first_words_p95_ms=round(percentile(first_words, 95) * 1000) if first_words else None,
         audio_received_share=round(received / synthesised, 3) if synthesised else 0.0,
         load_generator_lag_p99_ms=round(percentile(lags, 99) * 1000, 1) if lags else 0.0,
     )
@@ -340,8 +349,9 @@ def summarise_latency(results: dict[str, LatencyResult]) -> str:
 def summarise_cost(results: dict[str, list[CostResult]]) -> str:
     rows = [
         "| N | CPU ms per call-second, in all (event loop) (outcall / baseline / ratio) | MB per call (outcall / baseline) "
-        "| frames > 100 ms late (outcall / baseline) | worst frame (ms) | reply overhead p50 (ms) | bot talk share |",
-        "|---|---|---|---|---|---|---|",
+        "| frames > 100 ms late (outcall / baseline) | worst frame (ms) | reply overhead p50 (ms) | first words p95 (ms) "
+        "| bot talk share |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for ours, base in zip(results["outcall"], results["baseline"]):
         rows.append(
@@ -350,6 +360,7 @@ def summarise_cost(results: dict[str, list[CostResult]]) -> str:
             f"{ratio(ours.cpu_ms_per_call_sec, base.cpu_ms_per_call_sec)} | {ours.rss_mb_per_call} / {base.rss_mb_per_call} "
             f"| {ours.late_frames} of {ours.frames} / {base.late_frames} of {base.frames} "
             f"| {ours.max_late_ms} / {base.max_late_ms} | {ours.overhead_p50_ms or '–'} / {base.overhead_p50_ms or '–'} "
+            f"| {ours.first_words_p95_ms or '–'} / {base.first_words_p95_ms or '–'} "
             f"| {ours.bot_talk_share} / {base.bot_talk_share} |"
         )
     capacity = {
@@ -390,7 +401,7 @@ async def main(args) -> dict:
                 print(f"{kind} latency: {json.dumps(asdict(latency[kind]))}", file=sys.stderr)
         for n in args.calls:
             for kind in args.kinds:
-                result = await measure_cost(kind, twilio, fakes, n, args.window, args.speech_timeout)
+                result = await measure_cost(kind, twilio, fakes, n, args.window, args.speech_timeout, every_secs=args.every)
                 cost[kind].append(result)
                 print(f"{kind} N={n}: {json.dumps(asdict(result))}", file=sys.stderr)
     finally:
@@ -403,6 +414,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, nargs="*", default=[1, 10, 20, 40, 60], help="concurrent calls per cost run")
     parser.add_argument("--window", type=float, default=20.0, help="seconds measured per cost run")
+    parser.add_argument("--every", type=float, default=1.0, help="a cost run's calls start one every this many seconds")
     parser.add_argument("--turns", type=int, default=52, help="turns measured for latency (0 skips it)")
     parser.add_argument("--concurrency", type=int, default=4, help="concurrent calls in the latency run")
     parser.add_argument("--overhead-calls", type=int, default=5, help="calls placed one at a time for the CPU outside a conversation")

@@ -134,7 +134,7 @@ def load_shared_models(settings: Settings) -> None:
     includes them, so a call's memory is what it adds."""
     telephony_vad.shared_session()
     if settings.turn_stop == "smart_turn":
-        smart_turn.shared_session()
+        smart_turn.load_shared_session()
 
 
 def build_pipeline(

@@ -3,7 +3,7 @@
 `LocalSmartTurnAnalyzerV3` loads its own ONNX session for each call (the model's weights and
 ONNX's arenas: most of a call's memory in the default configuration, and ~0.3 s of CPU as the
 call starts) and gives each call a thread of its own for inference. Here one session, loaded as
-the server starts (`default.load_shared_models`), serves every call, and every call's inference runs
+the server starts (`load_shared_session`), serves every call, and every call's inference runs
 on one executor thread: inference stays off the event loop, and a burst of turn ends cannot
 start a thread per call.
 
@@ -52,11 +52,19 @@ def shared_session() -> ort.InferenceSession:
             threadpool_limits(1, user_api="blas")  # process-wide: numpy's matrix products on one thread
             model = resources.files("pipecat.audio.turn.smart_turn.data").joinpath(MODEL)
             _session = ort.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
-            # One inference on silence now: ONNX allocates its working memory (~40 MB) while the
-            # server starts, not in the first callee's first turn (whose reply it slowed ~180 ms).
-            silence = compute_whisper_log_mel_features(np.zeros(8 * 16000, np.float32))
-            _session.run(None, {"input_features": silence[np.newaxis]})
         return _session
+
+
+def load_shared_session() -> None:
+    """Load the session and run one inference on silence on the executor's thread, as the
+    server starts: ONNX and the C library allocate the working memory (~40 MB, in the thread
+    that will use it) now, not in the first callee's first turn (whose reply it slowed ~180 ms)."""
+    shared_executor().submit(_infer_silence).result()
+
+
+def _infer_silence() -> None:
+    silence = compute_whisper_log_mel_features(np.zeros(8 * 16000, np.float32))
+    shared_session().run(None, {"input_features": silence[np.newaxis]})
 
 
 def shared_executor() -> ThreadPoolExecutor:

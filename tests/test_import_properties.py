@@ -4,6 +4,7 @@ reader never crash on any input, and an import accounts for every row, imported 
 import asyncio
 import csv
 import io
+import random
 import re
 import tempfile
 import uuid
@@ -18,7 +19,7 @@ from outcall.contact_file import ContactFile, FileOptions, ImportRefused
 from outcall.contact_import import ContactImport
 from outcall.database import Database, uninterrupted, utcnow
 from outcall.models import Campaign, Contact
-from outcall.phone_numbers import NumberError, to_e164
+from outcall.phone_numbers import NumberError, to_e164, valid_for_region
 
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 BOUNDED = settings(max_examples=150, deadline=None, derandomize=True)
@@ -120,3 +121,33 @@ def test_an_import_stores_exactly_the_rows_it_reports_imported(rows):
         assert count == result.imported
 
     asyncio.run(run())
+
+
+def test_validity_is_phonenumbers_own_in_every_region():
+    """outcall.phone_numbers.valid_for_region (one match per pattern set) decides as
+    phonenumbers.is_valid_number_for_region on each region's example numbers of every type and
+    near-misses of them (digits changed, dropped, added), in their own region and another."""
+    rng = random.Random(13)
+    regions = sorted(phonenumbers.SUPPORTED_REGIONS)
+    compared = valid = 0
+    for region in regions:
+        code = phonenumbers.country_code_for_region(region)
+        for number_type in range(12):
+            example = phonenumbers.example_number_for_type(region, number_type)
+            if example is None:
+                continue
+            digits = phonenumbers.national_significant_number(example)
+            for _ in range(8):
+                changed = list(digits)
+                for _ in range(rng.randint(0, 2)):
+                    changed[rng.randrange(len(changed))] = str(rng.randint(0, 9))
+                changed = changed[: rng.choice([len(changed) - 1, len(changed), len(changed)])]
+                changed += [str(rng.randint(0, 9))] if rng.random() < 0.2 else []
+                if not changed or changed[0] == "0":
+                    continue
+                number = phonenumbers.PhoneNumber(country_code=code, national_number=int("".join(changed)))
+                for where in (region, rng.choice(regions)):
+                    expected = phonenumbers.is_valid_number_for_region(number, where)
+                    assert valid_for_region(number, where) == expected, (number, where)
+                    compared, valid = compared + 1, valid + expected
+    assert compared > 10_000 and compared / 10 < valid < compared * 0.9  # both answers well represented
