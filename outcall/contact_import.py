@@ -187,8 +187,8 @@ class ContactImport:
             for r in rows
             for value in (self.campaign_id, r.phone, to_json(r.variables), r.timezone, r.line, pending, due, 0)
         ]
-        width = len(_INSERT_COLUMNS)
-        marks = ", ".join(f"({_placeholders(connection.dialect.paramstyle, width, 1 + i * width)})" for i in range(len(rows)))
+        width, paramstyle = len(_INSERT_COLUMNS), connection.dialect.paramstyle
+        marks = ", ".join(f"({_placeholders(paramstyle, width, 1 + i * width)})" for i in range(len(rows)))
         sql = (
             f"INSERT INTO contacts ({', '.join(_INSERT_COLUMNS)}) VALUES {marks} "
             f"ON CONFLICT (campaign_id, phone) DO NOTHING RETURNING phone"

@@ -15,7 +15,7 @@ from typing import Annotated
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumberFormat
-from phonenumbers.phonenumberutil import national_significant_number
+from phonenumbers.phonenumberutil import REGION_CODE_FOR_NON_GEO_ENTITY, national_significant_number
 from phonenumbers.tzdata import TIMEZONE_DATA, TIMEZONE_LONGEST_PREFIX
 from pydantic import AfterValidator, WithJsonSchema
 
@@ -103,7 +103,7 @@ def _is_valid(number: phonenumbers.PhoneNumber) -> bool:
 
 def valid_for_region(number: phonenumbers.PhoneNumber, region: str) -> bool:
     """phonenumbers.is_valid_number_for_region(number, region), with one match per pattern set."""
-    if number.country_code != phonenumbers.country_code_for_valid_region(region):
+    if region != REGION_CODE_FOR_NON_GEO_ENTITY and number.country_code != phonenumbers.country_code_for_region(region):
         return False
     national = national_significant_number(number)
     patterns = _validity_patterns(number.country_code, region, len(national))

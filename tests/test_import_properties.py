@@ -27,7 +27,7 @@ BOUNDED = settings(max_examples=150, deadline=None, derandomize=True)
 # Numbers as people type them: real ones in many shapes, near-misses, and noise.
 digits = st.text("0123456789", min_size=1, max_size=16)
 phones = st.one_of(
-    st.sampled_from(["+14155552671", "(415) 555-2671", "415.555.2671", "+44 20 7946 0958", "020 7946 0958", "+1555123"]),
+    st.sampled_from(["+14155552671", "(415) 555-2671", "415.555.2671", "+44 20 7946 0958", "020 7946 0958", "+1555123", "+800 1234 5678"]),
     digits, digits.map(lambda d: "+" + d), st.text(max_size=25),
 )
 
@@ -126,7 +126,8 @@ def test_an_import_stores_exactly_the_rows_it_reports_imported(rows):
 def test_validity_is_phonenumbers_own_in_every_region():
     """outcall.phone_numbers.valid_for_region (one match per pattern set) decides as
     phonenumbers.is_valid_number_for_region on each region's example numbers of every type and
-    near-misses of them (digits changed, dropped, added), in their own region and another."""
+    near-misses of them (digits changed, dropped, added), in their own region and another, and
+    on the numbers of no region (+800, +979…)."""
     rng = random.Random(13)
     regions = sorted(phonenumbers.SUPPORTED_REGIONS)
     compared = valid = 0
@@ -151,3 +152,9 @@ def test_validity_is_phonenumbers_own_in_every_region():
                     assert valid_for_region(number, where) == expected, (number, where)
                     compared, valid = compared + 1, valid + expected
     assert compared > 10_000 and compared / 10 < valid < compared * 0.9  # both answers well represented
+    for code in phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS:  # +800, +979…: region "001"
+        example = phonenumbers.example_number_for_non_geo_entity(code)
+        for national in (example.national_number, example.national_number // 10, example.national_number * 10 + 1):
+            number = phonenumbers.PhoneNumber(country_code=code, national_number=national)
+            assert valid_for_region(number, "001") == phonenumbers.is_valid_number_for_region(number, "001")
+            assert valid_for_region(number, "US") is False
