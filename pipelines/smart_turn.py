@@ -56,15 +56,18 @@ def shared_session() -> ort.InferenceSession:
 
 
 def load_shared_session() -> None:
-    """Load the session and run one inference on silence on the executor's thread, as the
-    server starts: ONNX and the C library allocate the working memory (~40 MB, in the thread
-    that will use it) now, not in the first callee's first turn (whose reply it slowed ~180 ms)."""
+    """Load the session and run inference on silence on the executor's thread, as the server
+    starts: ONNX and the C library allocate the working memory (~60 MB, in the thread that will
+    use it) now, not in the first callee's first turn (whose reply it slowed ~180 ms)."""
     shared_executor().submit(_infer_silence).result()
 
 
 def _infer_silence() -> None:
-    silence = compute_whisper_log_mel_features(np.zeros(8 * 16000, np.float32))
-    shared_session().run(None, {"input_features": silence[np.newaxis]})
+    # Twice: the C library serves the first pass's large buffers from fresh mappings and gives
+    # them back; from the second on they come from its heap and stay (17 MB more, once).
+    for _ in range(2):
+        silence = compute_whisper_log_mel_features(np.zeros(8 * 16000, np.float32))
+        shared_session().run(None, {"input_features": silence[np.newaxis]})
 
 
 def shared_executor() -> ThreadPoolExecutor:
