@@ -3,7 +3,8 @@ with a plain Pipecat bot (bench/baseline_bot.py). Not a test: it prints Markdown
 
     uv run python bench/call_bench.py [--calls 1 10 20 40 60] [--turns 52] [--window 20] [--readme]
 
-For each server (outcall's `server.py`, then the baseline), in a process of its own:
+The callee speaks natural recorded lines (tests/fixtures/natural_*.ulaw), a different one each
+turn. For each server (outcall's `server.py`, then the baseline), in a process of its own:
 1. Latency: a few concurrent callees take turns. First words = the stream's `start` message →
    the first voiced bot frame. Response overhead = the callee's last voiced frame → the first
    voiced frame of the reply, minus the endpointing wait both bots are configured with (VAD
@@ -11,10 +12,11 @@ For each server (outcall's `server.py`, then the baseline), in a process of its 
    the callee's first voiced frame → the `clear` message, minus VAD start (0.2 s). Before
    them, calls placed one at a time give the CPU a call costs outside its conversation: dial →
    first words, and hang-up → quiet.
-2. Cost: N concurrent calls, the callee line sending 20 ms frames throughout (speech, then line
-   silence while the bot answers, about half the time each). Over a steady window: the server
-   process's CPU per call-second and resident memory per call (above the idle server after one
-   warm-up call), and how late the bot's frames arrive for seamless playout. Capacity is the
+2. Cost: N concurrent calls, started one a second (`--every`), the callee line sending 20 ms
+   frames throughout (speech, then line silence while the bot answers, about half the time
+   each). Over a steady window: the server process's CPU per call-second and peak resident
+   memory per call (above the idle server after one warm-up call with one exchange), how late
+   the bot's frames arrive for seamless playout, and the calls' first words. Capacity is the
    largest N with no frame more than 100 ms late.
 
 The servers log at INFO into temporary files (their paths are in the error if one fails to
