@@ -147,46 +147,39 @@ class ContactImport:
         self.result.imported += len(inserted)
 
     async def _copy_in(self, connection: AsyncConnection, rows: list[ContactRow]) -> tuple[set[str], set[str]]:
-        """PostgreSQL: the rows go to a temporary table by COPY (asyncpg's binary protocol), then
-        one INSERT … SELECT adds those neither on the do-not-call list nor already in the
-        campaign; all on the driver's connection, inside the session's transaction. Returns
-        (the numbers on the do-not-call list, the numbers inserted)."""
+        """PostgreSQL: the numbers on the do-not-call list or already in the campaign are looked
+        up, and the rest go straight into `contacts` by COPY (asyncpg's binary protocol), on the
+        driver's connection inside the session's transaction. Imports into one campaign take turns
+        (a lock held to the end of the transaction), so a number found new is still new when COPY
+        writes it; nothing else adds contacts. Returns (the numbers on the do-not-call list, the
+        numbers inserted)."""
         await connection.exec_driver_sql(  # through SQLAlchemy: this begins the session's transaction
-            "CREATE TEMPORARY TABLE contact_import "
-            "(phone varchar(20), variables json, timezone varchar(64), row_number integer) ON COMMIT DROP"
+            "SELECT pg_advisory_xact_lock(hashtext($1))", (f"contact_import:{self.campaign_id}",)
         )
         driver = (await connection.get_raw_connection()).driver_connection
-        to_json = Contact.__table__.c.variables.type.bind_processor(connection.dialect)
-        await driver.copy_records_to_table(
-            "contact_import",
-            records=[(r.phone, to_json(r.variables), r.timezone, r.line) for r in rows],
-            columns=("phone", "variables", "timezone", "row_number"),
+        phones = [row.phone for row in rows]
+        blocked = {r[0] for r in await driver.fetch("SELECT phone FROM do_not_call WHERE phone = ANY($1)", phones)}
+        existing = await driver.fetch(
+            "SELECT phone FROM contacts WHERE campaign_id = $1 AND phone = ANY($2)", self.campaign_id, phones
         )
-        blocked = await driver.fetch("SELECT phone FROM contact_import JOIN do_not_call USING (phone)")
-        inserted = await driver.fetch(
-            f"INSERT INTO contacts ({', '.join(_INSERT_COLUMNS)}) "
-            "SELECT $1, phone, variables, timezone, row_number, $2, $3, 0 FROM contact_import "
-            "WHERE phone NOT IN (SELECT phone FROM do_not_call) "
-            "ON CONFLICT (campaign_id, phone) DO NOTHING RETURNING phone",
-            self.campaign_id, ContactState.PENDING.value, self._due(connection),
-        )
-        return {r[0] for r in blocked}, {r[0] for r in inserted}
+        new = [row for row in rows if row.phone not in blocked] if blocked else rows
+        if existing:
+            already = {r[0] for r in existing}
+            new = [row for row in new if row.phone not in already]
+        await driver.copy_records_to_table("contacts", records=self._values(connection, new), columns=_INSERT_COLUMNS)
+        return blocked, {row.phone for row in new}
 
-    def _due(self, connection: AsyncConnection):
-        """When new contacts are first due (the import's time), as the column stores it."""
-        return Contact.__table__.c.next_attempt_at.type.bind_processor(connection.dialect)(self.now)
+    def _values(self, connection: AsyncConnection, rows: list[ContactRow]) -> list[tuple]:
+        """Each row's values for _INSERT_COLUMNS, as the columns' SQLAlchemy types store them."""
+        to_json = Contact.__table__.c.variables.type.bind_processor(connection.dialect)
+        due = Contact.__table__.c.next_attempt_at.type.bind_processor(connection.dialect)(self.now)
+        pending = ContactState.PENDING.value
+        return [(self.campaign_id, r.phone, to_json(r.variables), r.timezone, r.line, pending, due, 0) for r in rows]
 
     async def _insert(self, connection: AsyncConnection, rows: list[ContactRow]) -> set[str]:
         """Insert what is new to the campaign and return those numbers: one multi-row statement at
-        the driver level, each value prepared by its column's SQLAlchemy type (the import's hot path)."""
-        to_json = Contact.__table__.c.variables.type.bind_processor(connection.dialect)
-        due = self._due(connection)
-        pending = ContactState.PENDING.value
-        values = [
-            value
-            for r in rows
-            for value in (self.campaign_id, r.phone, to_json(r.variables), r.timezone, r.line, pending, due, 0)
-        ]
+        the driver level (the import's hot path on SQLite)."""
+        values = [value for row in self._values(connection, rows) for value in row]
         width, paramstyle = len(_INSERT_COLUMNS), connection.dialect.paramstyle
         marks = ", ".join(f"({_placeholders(paramstyle, width, 1 + i * width)})" for i in range(len(rows)))
         sql = (

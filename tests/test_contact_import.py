@@ -7,12 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 
 from outcall.campaigns import CampaignSettings
 from outcall.contact_file import ImportRefused
 from outcall.contact_import import ContactImport
 from outcall.database import Database, uninterrupted, utcnow
-from outcall.models import Campaign
+from outcall.models import Campaign, Contact
 from tests.campaign_helpers import contacts
 
 ROOT = Path(__file__).parent.parent
@@ -127,6 +128,33 @@ async def test_a_large_file_streams_through_with_its_bad_rows_reported(tmp_path)
         empty = tmp_path / "empty.csv"
         empty.write_bytes(b"")
         await ContactImport(database, campaign, empty, now=utcnow()).run()
+    await database.close()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+async def test_two_imports_into_one_campaign_at_once_store_each_number_once(database_url, tmp_path):
+    """Two overlapping files imported side by side (PostgreSQL's path checks which numbers are
+    new and then COPYs them): every number stored once, imported by one import and reported as
+    already in the campaign by the other."""
+    database = Database(database_url)
+    await database.migrate()
+    campaign = Campaign(id="c2", name="twice", settings=CampaignSettings(timezone="UTC").model_dump(mode="json"))
+    await add_campaign(database, campaign)
+    numbers = random.Random(3).sample(range(2_000_000, 9_999_999), 30_000)
+    files = []
+    for name, part in (("a", numbers[:20_000]), ("b", numbers[10_000:])):  # 10,000 numbers in both
+        files.append(tmp_path / f"{name}.csv")
+        files[-1].write_text("phone\n" + "".join(f"+1212{n}\n" for n in part))
+    results = await asyncio.gather(*(ContactImport(database, campaign, path, now=utcnow()).run() for path in files))
+    assert sum(r.imported for r in results) == 30_000 and sum(r.rejected for r in results) == 10_000
+    assert {e.reason for r in results for e in r.errors} == {"already in this campaign"}
+
+    @uninterrupted
+    async def stored() -> int:
+        async with database.session() as session:
+            return await session.scalar(select(func.count()).select_from(Contact).where(Contact.campaign_id == "c2"))
+
+    assert await stored() == 30_000
     await database.close()
 
 
