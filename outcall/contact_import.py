@@ -1,7 +1,8 @@
 """Importing a campaign's contacts from a CSV file, streamed, in bounded memory.
 
-Rows are read and checked by outcall/contact_file.py, then stored here in batches, each its
-own transaction, so memory stays flat for any file size. Duplicates within the file and the
+Rows are read and checked by outcall/contact_file.py (in a thread, while the rows before them
+are stored), then stored here in groups, each its own transaction, so memory stays flat for any
+file size: on PostgreSQL by COPY, on SQLite by multi-row INSERTs. Duplicates within the file and the
 campaign, and numbers on the do-not-call list, are reported per row like any other bad row.
 """
 
@@ -129,16 +130,8 @@ class ContactImport:
         rows = list(unique.values())
         async with self.database.write() as session:
             connection = await session.connection()
-            if connection.dialect.name == "postgresql":
-                blocked, inserted = await self._copy_in(connection, rows)
-            else:
-                blocked, inserted = set(), set()
-                for start in range(0, len(rows), BATCH_ROWS):
-                    chunk = rows[start : start + BATCH_ROWS]
-                    blocked |= await _on_do_not_call(connection, [row.phone for row in chunk])
-                    allowed = [row for row in chunk if row.phone not in blocked]
-                    if allowed:
-                        inserted |= await self._insert(connection, allowed)
+            store = self._copy_in if connection.dialect.name == "postgresql" else self._insert_in
+            blocked, inserted = await store(connection, rows)
         for row in rows:
             if row.phone in blocked:
                 self._reject(RowError(row.line, row.phone, "on the do-not-call list"))
@@ -176,14 +169,27 @@ class ContactImport:
         pending = ContactState.PENDING.value
         return [(self.campaign_id, r.phone, to_json(r.variables), r.timezone, r.line, pending, due, 0) for r in rows]
 
+    async def _insert_in(self, connection: AsyncConnection, rows: list[ContactRow]) -> tuple[set[str], set[str]]:
+        """SQLite: BATCH_ROWS at a time, the numbers on the do-not-call list looked up and the rest
+        inserted unless already in the campaign (SQLite has one writer at a time). Returns (the
+        numbers on the do-not-call list, the numbers inserted)."""
+        blocked: set[str] = set()
+        inserted: set[str] = set()
+        for start in range(0, len(rows), BATCH_ROWS):
+            chunk = rows[start : start + BATCH_ROWS]
+            blocked |= await _on_do_not_call(connection, [row.phone for row in chunk])
+            allowed = [row for row in chunk if row.phone not in blocked]
+            if allowed:
+                inserted |= await self._insert(connection, allowed)
+        return blocked, inserted
+
     async def _insert(self, connection: AsyncConnection, rows: list[ContactRow]) -> set[str]:
-        """Insert what is new to the campaign and return those numbers: one multi-row statement at
-        the driver level (the import's hot path on SQLite)."""
+        """Insert what is new to the campaign and return those numbers, in one multi-row statement
+        at the driver level."""
         values = [value for row in self._values(connection, rows) for value in row]
-        width, paramstyle = len(_INSERT_COLUMNS), connection.dialect.paramstyle
-        marks = ", ".join(f"({_placeholders(paramstyle, width, 1 + i * width)})" for i in range(len(rows)))
+        tuples = ", ".join([f"({_marks(len(_INSERT_COLUMNS))})"] * len(rows))
         sql = (
-            f"INSERT INTO contacts ({', '.join(_INSERT_COLUMNS)}) VALUES {marks} "
+            f"INSERT INTO contacts ({', '.join(_INSERT_COLUMNS)}) VALUES {tuples} "
             f"ON CONFLICT (campaign_id, phone) DO NOTHING RETURNING phone"
         )
         return set((await connection.exec_driver_sql(sql, tuple(values))).scalars())
@@ -192,16 +198,10 @@ class ContactImport:
 _INSERT_COLUMNS = ("campaign_id", "phone", "variables", "timezone", "row_number", "state", "next_attempt_at", "attempts")
 
 
-def _placeholders(paramstyle: str, count: int, first: int = 1) -> str:
-    if paramstyle == "numeric_dollar":
-        return ", ".join(f"${i}" for i in range(first, first + count))
-    return ", ".join(["?" if paramstyle == "qmark" else "%s"] * count)
+def _marks(count: int) -> str:
+    return ", ".join(["?"] * count)  # SQLite's parameters (PostgreSQL takes the COPY path)
 
 
 async def _on_do_not_call(connection: AsyncConnection, phones: list[str]) -> set[str]:
-    if connection.dialect.name == "postgresql":  # one array parameter: the plan stays on the index
-        result = await connection.exec_driver_sql("SELECT phone FROM do_not_call WHERE phone = ANY($1)", (phones,))
-    else:
-        marks = _placeholders(connection.dialect.paramstyle, len(phones))
-        result = await connection.exec_driver_sql(f"SELECT phone FROM do_not_call WHERE phone IN ({marks})", tuple(phones))
+    result = await connection.exec_driver_sql(f"SELECT phone FROM do_not_call WHERE phone IN ({_marks(len(phones))})", tuple(phones))
     return set(result.scalars())
