@@ -58,8 +58,10 @@ def shared_session() -> ort.InferenceSession:
 def load_shared_session() -> None:
     """Load the session and run inference on silence on the executor's thread, as the server
     starts: ONNX and the C library allocate the working memory (~60 MB, in the thread that will
-    use it) now, not in the first callee's first turn (whose reply it slowed ~180 ms)."""
-    shared_executor().submit(_infer_silence).result()
+    use it) now, not in the first callee's first turn (whose reply it slowed ~180 ms). Once
+    per process."""
+    if _session is None:
+        shared_executor().submit(_infer_silence).result()
 
 
 def _infer_silence() -> None:
