@@ -2,8 +2,9 @@
 
 Rows are read and checked by outcall/contact_file.py (in a thread, while the rows before them
 are stored), then stored here in groups, each its own transaction, so memory stays flat for any
-file size: on PostgreSQL by COPY, on SQLite by multi-row INSERTs. Duplicates within the file and the
-campaign, and numbers on the do-not-call list, are reported per row like any other bad row.
+file size: on PostgreSQL by COPY, on SQLite by multi-row INSERTs. Duplicates within the file
+and the campaign, and numbers on the do-not-call list, are reported per row like any other bad
+row.
 """
 
 import asyncio
@@ -155,10 +156,8 @@ class ContactImport:
         existing = await driver.fetch(
             "SELECT phone FROM contacts WHERE campaign_id = $1 AND phone = ANY($2)", self.campaign_id, phones
         )
-        new = [row for row in rows if row.phone not in blocked] if blocked else rows
-        if existing:
-            already = {r[0] for r in existing}
-            new = [row for row in new if row.phone not in already]
+        skipped = blocked | {r[0] for r in existing}
+        new = [row for row in rows if row.phone not in skipped]
         await driver.copy_records_to_table("contacts", records=self._values(connection, new), columns=_INSERT_COLUMNS)
         return blocked, {row.phone for row in new}
 
@@ -203,5 +202,6 @@ def _marks(count: int) -> str:
 
 
 async def _on_do_not_call(connection: AsyncConnection, phones: list[str]) -> set[str]:
-    result = await connection.exec_driver_sql(f"SELECT phone FROM do_not_call WHERE phone IN ({_marks(len(phones))})", tuple(phones))
+    sql = f"SELECT phone FROM do_not_call WHERE phone IN ({_marks(len(phones))})"
+    result = await connection.exec_driver_sql(sql, tuple(phones))
     return set(result.scalars())

@@ -14,8 +14,8 @@ threads do not spin waiting for work: spinning cost 68 ms of CPU per inference i
 Nor do numpy's: the features' one matrix product woke OpenBLAS's thread per core, which then
 spun ~100 ms waiting for more (103 ms of CPU per inference for 7 ms of work; 15 ms per
 call-second at 10 calls, a third of the server's CPU). BLAS runs on one thread in a process
-that serves calls (`threadpoolctl`), with the same features to the bit (tests/test_smart_turn.py).
-The analyzer's decisions are Pipecat's own: the same model, the same features, the same code
+that serves calls (`threadpoolctl`). The analyzer's decisions are Pipecat's own: the same model,
+the same features (to the bit, with BLAS on one thread or every core), the same code
 (`tests/test_smart_turn.py` compares them with Pipecat's analyzer on recorded speech).
 """
 
