@@ -4,7 +4,9 @@ chat-completions endpoint, LLM_PROVIDER=openai) → Cartesia text-to-speech.
 Telephony audio is 8 kHz μ-law; every service runs at 8 kHz so nothing is resampled.
 Silero VAD (one model shared by the process's calls, see telephony_vad.py) hears speech start
 and stop; Pipecat's smart-turn v3 model (shipped inside pipecat, one session per process, see
-smart_turn.py) decides when the callee has finished their turn. The callee's audio goes no further than the user aggregator.
+smart_turn.py) decides when the callee has finished their turn, while the LLM already answers
+the transcript in hand (speculative_turn.py). The callee's audio goes no further than the user
+aggregator.
 """
 
 import os
@@ -37,6 +39,7 @@ from pipelines import smart_turn, telephony_vad
 from pipelines.callee_audio import StopCalleeAudio
 from pipelines.response_timer import ResponseTimer
 from pipelines.smart_turn import SharedSmartTurnAnalyzer
+from pipelines.speculative_turn import SpeculativeTurnAnalyzerStopStrategy
 from pipelines.deepgram_stt import ChunkedDeepgramSTTService
 from pipelines.telephony_vad import TelephonyVADAnalyzer
 
@@ -123,6 +126,8 @@ def create_tts(settings: Settings) -> CartesiaTTSService:
 def create_turn_strategies(settings: Settings) -> UserTurnStrategies:
     if settings.turn_stop == "speech_timeout":
         stop = SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=settings.user_speech_timeout_secs)
+    elif settings.speculative_replies:  # the LLM starts at VAD stop, while smart-turn judges
+        stop = SpeculativeTurnAnalyzerStopStrategy(turn_analyzer=SharedSmartTurnAnalyzer())
     else:
         stop = TurnAnalyzerUserTurnStopStrategy(turn_analyzer=SharedSmartTurnAnalyzer())
     return UserTurnStrategies(stop=[stop])

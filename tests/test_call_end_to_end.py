@@ -7,7 +7,7 @@ import pytest
 from loguru import logger
 
 from tests.conftest import CALLEE_NUMBER, speech
-from tests.fakes.gemini import system_text
+from tests.fakes.gemini import last_user_text, system_text
 
 
 async def test_personalised_call_from_dialout_to_hangup(vendors, server):
@@ -107,3 +107,7 @@ async def test_the_default_smart_turn_ends_the_callees_turns(vendors, server):
     record = await server.record(body["call_id"], until=lambda r: r["end_reason"] and r["summary"])
     assert record["end_reason"] == "bot-ended"
     assert [t["speaker"] for t in record["transcript"]] == ["bot", "callee", "bot", "callee", "bot"]
+    # The goodbye turn's reply, asked for at VAD stop, wanted a tool (end_call): Pipecat withdrew it
+    # unheard, and the LLM was asked again once the turn had ended; the tool ran once.
+    goodbyes = [r for r in vendors.gemini.requests if last_user_text(r) == "okay thank you goodbye"]
+    assert len(goodbyes) == 2 and vendors.cartesia.spoken_text().count("Goodbye!") == 1

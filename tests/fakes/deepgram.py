@@ -1,12 +1,18 @@
 """A fake Deepgram live transcription server (`GET /v1/listen`, WebSocket).
 
 It hears speech by its energy (per 20 ms, whatever size the client's messages are), like an
-endpointing recogniser: while the callee speaks it sends interim `Results`; at `Finalize` (or
-after 500 ms of silence) it sends the final `Results` with the next scripted transcript.
-Authentication is `Authorization: Token <key>`.
+endpointing recogniser: while the callee speaks it sends interim `Results` (`is_final: false`)
+0.3 s into the speech and then every second of it, as Deepgram does with `interim_results`; at
+`Finalize` (or after 500 ms of silence) it sends the final `Results`. Each utterance is
+transcribed as the next entry of `transcripts`: a string, the interims' text and the final's, or
+a pair `(interim, final)` for an utterance whose last words the recogniser revises when it
+finalizes. `finalize_delay` is how long it takes to answer `Finalize` (Deepgram: ~50–150 ms);
+`finals` records when each final was sent. Authentication is `Authorization: Token <key>`.
 """
 
+import asyncio
 import json
+import time
 import uuid
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlparse
@@ -18,6 +24,10 @@ from websockets.asyncio.server import ServerConnection, serve
 SPEECH_RMS = 300
 ENDPOINTING_SECS = 0.5
 LEVEL_SECS = 0.02
+FIRST_INTERIM_SECS = 0.3
+INTERIM_EVERY_SECS = 1.0
+
+Transcript = str | tuple[str, str]  # the text, or (what the interims say, what the final says)
 
 
 class FakeDeepgram:
@@ -25,8 +35,10 @@ class FakeDeepgram:
 
     def __init__(self, api_key: str):
         self.api_key = api_key
-        self.transcripts: list[str] = []
+        self.transcripts: list[Transcript] = []
         self.default_transcript = "hello"
+        self.finalize_delay = 0.0
+        self.finals: list[tuple[float, str]] = []  # (time.monotonic() when sent, text)
         self.connections: list[dict] = []  # query parameters of each accepted connection
         self.messages: list[list[str | int]] = []  # per connection: each audio message's bytes, or a control's type
         self.rejected = 0
@@ -51,8 +63,16 @@ class FakeDeepgram:
             return connection.respond(HTTPStatus.UNAUTHORIZED, "Invalid credentials\n")
         return None
 
+    def _upcoming(self) -> tuple[str, str]:
+        """(interim, final) for the utterance being heard."""
+        upcoming = self.transcripts[0] if self.transcripts else self.default_transcript
+        return (upcoming, upcoming) if isinstance(upcoming, str) else upcoming
+
     def _next_transcript(self) -> str:
-        return self.transcripts.pop(0) if self.transcripts else self.default_transcript
+        final = self._upcoming()[1]
+        if self.transcripts:
+            self.transcripts.pop(0)
+        return final
 
     async def _session(self, ws: ServerConnection):
         query = {k: v[0] for k, v in parse_qs(urlparse(ws.request.path).query).items()}
@@ -64,7 +84,7 @@ class FakeDeepgram:
         audio_secs = 0.0
         speech_start: float | None = None
         silence = 0.0
-        interim_sent = False
+        next_interim_at = FIRST_INTERIM_SECS  # seconds into the utterance
 
         async def send_results(text: str, is_final: bool, from_finalize: bool = False):
             message = {
@@ -85,12 +105,14 @@ class FakeDeepgram:
             await ws.send(json.dumps(message))
 
         async def finish_utterance(from_finalize: bool):
-            nonlocal speech_start, interim_sent
+            nonlocal speech_start, next_interim_at
             if speech_start is not None:
-                await send_results(self._next_transcript(), True, from_finalize)
+                final = self._next_transcript()
+                await send_results(final, True, from_finalize)
+                self.finals.append((time.monotonic(), final))
             elif from_finalize:
                 await send_results("", True, True)
-            speech_start, interim_sent = None, False
+            speech_start, next_interim_at = None, FIRST_INTERIM_SECS
 
         try:
             async for message in ws:
@@ -106,9 +128,9 @@ class FakeDeepgram:
                             silence = 0.0
                             if speech_start is None:
                                 speech_start = audio_secs - chunk_secs
-                            if not interim_sent and audio_secs - speech_start > 0.3:
-                                interim_sent = True
-                                await send_results("…", False)
+                            if audio_secs - speech_start > next_interim_at:
+                                next_interim_at += INTERIM_EVERY_SECS
+                                await send_results(self._upcoming()[0], False)
                         elif speech_start is not None:
                             silence += chunk_secs
                             if silence >= ENDPOINTING_SECS:
@@ -117,6 +139,7 @@ class FakeDeepgram:
                 control = json.loads(message)
                 received.append(control.get("type", "?"))
                 if control.get("type") == "Finalize":
+                    await asyncio.sleep(self.finalize_delay)
                     await finish_utterance(from_finalize=True)
                 elif control.get("type") == "CloseStream":
                     await ws.send(json.dumps({"type": "Metadata", "request_id": request_id,
