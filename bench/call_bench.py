@@ -49,6 +49,7 @@ from call_harness import (  # noqa: E402
     BotServer,
     CalleeLog,
     LoopLag,
+    VendorDelays,
     VendorFakes,
     callee_line,
     callee_lines,
@@ -405,7 +406,7 @@ def write_readme(text: str, block: str = "call-bench") -> None:
 
 
 async def main(args) -> dict:
-    fakes = VendorFakes(REPLY_CHARS)
+    fakes = VendorFakes(REPLY_CHARS, VendorDelays(*args.vendor_delays))
     twilio = await TwilioEmulator(ACCOUNT_SID, AUTH_TOKEN, {OUR_NUMBER}).start()
     twilio.ring_secs = args.ring_secs
     latency: dict[str, LatencyResult] = {}
@@ -447,6 +448,8 @@ if __name__ == "__main__":
                              "CPU and memory are read from one process)")
     parser.add_argument("--database-url", help="outcall's DATABASE_URL (default: a fresh SQLite file)")
     parser.add_argument("--ring-secs", type=float, default=0.0, help="how long each phone rings before it is answered")
+    parser.add_argument("--vendor-delays", type=float, nargs=2, default=[0.0, 0.0], metavar=("FINALIZE", "FIRST_TOKEN"),
+                        help="seconds the fakes take: Deepgram's final transcript after Finalize, Gemini's first token")
     parser.add_argument("--ramp-secs", type=float, default=0.0, help="spread the latency run's calls over this long")
     args = parser.parse_args()
     os.environ["BENCH_TURN_STOP"] = args.turn_stop
@@ -462,6 +465,9 @@ if __name__ == "__main__":
         turns = "turns ended by smart-turn v3 at VAD stop (0.2 s), both servers; overheads measured from VAD stop"
     else:
         turns = f"endpointing wait {VAD_STOP_SECS + args.speech_timeout:.1f} s (VAD stop 0.2 s + speech timeout {args.speech_timeout} s)"
+    if any(args.vendor_delays):
+        turns += (f"; vendor fakes delayed as real ones: Deepgram's final {args.vendor_delays[0] * 1000:.0f} ms "
+                  f"after Finalize, Gemini's first token {args.vendor_delays[1] * 1000:.0f} ms")
     text = f"Machine: {machine()}; {turns}.\n"
     if results["latency"]:
         text += "\n" + summarise_latency(results["latency"]) + "\n"

@@ -49,7 +49,15 @@ def bench_reply(chars: int):
     return lambda request: [{"text": text}]
 
 
-def _serve_vendor_fakes(reply_chars: int, pipe) -> None:
+@dataclass
+class VendorDelays:
+    """How long the fakes take where real vendors take time (0: at once, the benchmark's default)."""
+
+    finalize: float = 0.0  # Deepgram's final transcript after `Finalize`
+    first_token: float = 0.0  # Gemini's first streamed token
+
+
+def _serve_vendor_fakes(reply_chars: int, delays: VendorDelays, pipe) -> None:
     from tests.fakes.cartesia import FakeCartesia
     from tests.fakes.deepgram import FakeDeepgram
     from tests.fakes.gemini import FakeGemini
@@ -58,6 +66,7 @@ def _serve_vendor_fakes(reply_chars: int, pipe) -> None:
         deepgram = await FakeDeepgram("dg-key").start()
         gemini = await FakeGemini("google-key", bench_reply(reply_chars)).start()
         cartesia = await FakeCartesia("cartesia-key").start()
+        deepgram.finalize_delay, gemini.first_token_delay = delays.finalize, delays.first_token
         pipe.send({"deepgram": deepgram.base_url, "gemini": gemini.base_url, "cartesia": cartesia.url,
                    "cartesia_api": cartesia.api_url})
         loop = asyncio.get_running_loop()
@@ -70,10 +79,10 @@ def _serve_vendor_fakes(reply_chars: int, pipe) -> None:
 class VendorFakes:
     """Deepgram, Gemini and Cartesia fakes running in a child process."""
 
-    def __init__(self, reply_chars: int):
+    def __init__(self, reply_chars: int, delays: VendorDelays | None = None):
         self._pipe, child = multiprocessing.Pipe()
         self._process = multiprocessing.get_context("spawn").Process(
-            target=_serve_vendor_fakes, args=(reply_chars, child), daemon=True
+            target=_serve_vendor_fakes, args=(reply_chars, delays or VendorDelays(), child), daemon=True
         )
         self._process.start()
         self.urls: dict[str, str] = self._pipe.recv()

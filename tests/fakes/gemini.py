@@ -5,11 +5,15 @@ parts` decides the reply, where a part is `{"text": …}` or `{"functionCall": {
 {…}}}`. The reply streams as server-sent events, one part per event, the last with
 `finishReason` and `usageMetadata`.
 
+`first_token_delay` is how long a streamed answer takes to start (a real model's time to first
+token: a few hundred milliseconds).
+
 Plain requests (the post-call summary, asking for JSON) are recorded in `summary_requests`;
 `summarise(request) -> dict` is the JSON object the model returns as its text (a `str` is
 returned as it is, to play a model that breaks its schema).
 """
 
+import asyncio
 import json
 from collections.abc import Callable
 
@@ -70,6 +74,7 @@ class FakeGemini:
         self.respond = respond
         self.summarise = summarise
         self.requests: list[dict] = []
+        self.first_token_delay = 0.0
         self.summary_requests: list[dict] = []
         self.paths: list[str] = []  # every request's path, which names the model
         self.base_url = ""
@@ -109,6 +114,7 @@ class FakeGemini:
         body = await request.json()
         self.requests.append(body)
         parts = self.respond(body)
+        await asyncio.sleep(self.first_token_delay)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         for i, part in enumerate(parts):
