@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.conftest import CALLEE_NUMBER, speech
+from tests.conftest import CALLEE_NUMBER, conversation, speech
 from tests.fakes.gemini import last_user_text
 
 pytestmark = pytest.mark.parametrize("server_overrides", [{"turn_stop": "smart_turn"}])
@@ -42,13 +42,7 @@ async def test_the_llm_is_asked_before_the_final_transcript_and_once_a_turn(vend
 
     vendors.gemini.respond = respond
 
-    async def callee(call):
-        await call.wait_for_bot_to_speak()
-        await call.say(speech("natural_tuesday"))
-        await call.wait_for_bot_to_speak()
-        await call.hang_up()
-
-    record = await call_with(vendors, server, callee)
+    record = await call_with(vendors, server, conversation("natural_tuesday", hang_up=True))
     # Asked on the interim, before the final transcript arrived; the final (punctuated) confirmed it.
     assert [last_user_text(r) for r in vendors.gemini.requests] == ["tuesday afternoon works best for me"]
     [(final_at, _)] = vendors.deepgram.finals
@@ -63,13 +57,7 @@ async def test_a_revised_transcript_is_answered_instead_of_the_interim(vendors, 
     vendors.deepgram.transcripts = [("can you call me back", "Can you call me back tomorrow morning?")]
     vendors.gemini.respond = echo
 
-    async def callee(call):
-        await call.wait_for_bot_to_speak()
-        await call.say(speech("natural_call_back"))
-        await call.wait_for_bot_to_speak()
-        await call.hang_up()
-
-    record = await call_with(vendors, server, callee)
+    record = await call_with(vendors, server, conversation("natural_call_back", hang_up=True))
     assert [last_user_text(r) for r in vendors.gemini.requests] == [
         "can you call me back", "Can you call me back tomorrow morning?"
     ]
