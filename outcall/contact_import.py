@@ -163,10 +163,9 @@ class ContactImport:
 
     def _values(self, connection: AsyncConnection, rows: list[ContactRow]) -> list[tuple]:
         """Each row's values for _INSERT_COLUMNS, as the columns' SQLAlchemy types store them."""
-        to_json = Contact.__table__.c.variables.type.bind_processor(connection.dialect)
         due = Contact.__table__.c.next_attempt_at.type.bind_processor(connection.dialect)(self.now)
         pending = ContactState.PENDING.value
-        return [(self.campaign_id, r.phone, to_json(r.variables), r.timezone, r.line, pending, due, 0) for r in rows]
+        return [(self.campaign_id, r.phone, r.variables_json, r.timezone, r.line, pending, due, 0) for r in rows]
 
     async def _insert_in(self, connection: AsyncConnection, rows: list[ContactRow]) -> tuple[set[str], set[str]]:
         """SQLite: BATCH_ROWS at a time, the numbers on the do-not-call list looked up and the rest
