@@ -8,11 +8,11 @@ drop.
 
 import codecs
 import csv
-import json
 import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _json_string  # json.dumps's own, in C
 from typing import BinaryIO, NamedTuple
 
 from outcall.calling_windows import zone
@@ -158,6 +158,9 @@ class ContactFile:
         self.variable_columns = [
             (i, name) for i, name in enumerate(self.columns) if i not in (self.phone_index, self.timezone_index)
         ]
+        # The variables' JSON object is written as json.dumps writes it (SQLAlchemy's serializer for
+        # the JSON column), a member at a time: json.dumps builds an encoder per call, 4 µs a row.
+        self._variable_members = [(i, name, f"{_json_string(name)}: ") for i, name in self.variable_columns]
         missing = self.options.needed_columns - {name for _, name in self.variable_columns}
         if missing:
             raise ImportRefused(
@@ -236,10 +239,10 @@ class ContactFile:
                 return RowError(line, raw_phone, str(e))
         else:
             timezone = time_zone_for(phone, self.options.campaign_timezone)
-        variables = {}
-        for index, name in self.variable_columns:
+        members = []
+        for index, name, member_name in self._variable_members:
             value = fields[index].strip()
             if len(value) > MAX_VALUE_CHARS:
                 return RowError(line, raw_phone, f"{name} is longer than {MAX_VALUE_CHARS} characters")
-            variables[name] = value
-        return ContactRow(line, phone, timezone, json.dumps(variables))  # SQLAlchemy's JSON serializer
+            members.append(member_name + _json_string(value))
+        return ContactRow(line, phone, timezone, "{" + ", ".join(members) + "}")

@@ -156,7 +156,13 @@ def _zones(e164: str) -> tuple[str, ...]:
     """phonenumbers' longest-prefix lookup in its time-zone table, on the E.164 digits."""
     digits = e164[1:]
     for length in range(min(TIMEZONE_LONGEST_PREFIX, len(digits)), 0, -1):
-        zones = TIMEZONE_DATA.get(digits[:length])
-        if zones:
-            return tuple(z for z in zones if z != _UNKNOWN_ZONE)
+        zones = _KNOWN_ZONES.get(digits[:length])
+        if zones is not None:
+            return zones
     return ()
+
+
+# The table's entries without phonenumbers' "unknown" zone, filtered once rather than per row.
+_KNOWN_ZONES = {
+    prefix: tuple(z for z in zones if z != _UNKNOWN_ZONE) for prefix, zones in TIMEZONE_DATA.items() if zones
+}
