@@ -62,11 +62,11 @@ def to_e164(raw: str, default_region: str | None = None) -> str:
     if not text:
         raise NumberError("no phone number")
     compact = _PUNCTUATION.sub("", text)
-    number = _from_plus_digits(compact) if _PLUS_DIGITS.match(compact) else None
-    if number is not None:
-        if not _is_valid(number):
+    split = _split_plus_digits(compact) if _PLUS_DIGITS.match(compact) else None
+    if split is not None:
+        if not _valid_digits(*split):
             raise NumberError(f"{raw!r} is not a valid phone number for its country")
-        return compact  # built from exactly these digits: already E.164
+        return compact  # exactly these digits: already E.164
     try:
         number = phonenumbers.parse(text, default_region)
     except NumberParseException as e:
@@ -81,7 +81,8 @@ def to_e164(raw: str, default_region: str | None = None) -> str:
     return phonenumbers.format_number(number, PhoneNumberFormat.E164)
 
 
-def _from_plus_digits(compact: str) -> phonenumbers.PhoneNumber | None:
+def _split_plus_digits(compact: str) -> tuple[int, str] | None:
+    """+<digits> as (country code, national significant number), or None for the full parser."""
     digits = compact[1:]
     for length in (1, 2, 3):  # country codes are prefix-free
         code = int(digits[:length])
@@ -89,8 +90,21 @@ def _from_plus_digits(compact: str) -> phonenumbers.PhoneNumber | None:
             national = digits[length:]
             if national.startswith("0"):
                 return None  # an Italian-style leading zero: let the full parser handle it
-            return phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
+            return code, national
     return None
+
+
+def _valid_digits(country_code: int, national: str) -> bool:
+    """_is_valid for a number given as its digits, without building a PhoneNumber (2.5 µs) where
+    the country code alone names the region, as it does for most numbers in a file."""
+    if country_code == 1:
+        region = _nanp_region(national[:3])
+    elif len(regions := phonenumbers.COUNTRY_CODE_TO_REGION_CODE[country_code]) == 1:
+        region = regions[0]
+    else:
+        number = phonenumbers.PhoneNumber(country_code=country_code, national_number=int(national))
+        region = phonenumbers.region_code_for_number(number)
+    return region is not None and _matches(country_code, region, national)
 
 
 def _is_valid(number: phonenumbers.PhoneNumber) -> bool:
@@ -105,8 +119,11 @@ def valid_for_region(number: phonenumbers.PhoneNumber, region: str) -> bool:
     """phonenumbers.is_valid_number_for_region(number, region), with one match per pattern set."""
     if region != REGION_CODE_FOR_NON_GEO_ENTITY and number.country_code != phonenumbers.country_code_for_region(region):
         return False
-    national = national_significant_number(number)
-    patterns = _validity_patterns(number.country_code, region, len(national))
+    return _matches(number.country_code, region, national_significant_number(number))
+
+
+def _matches(country_code: int, region: str, national: str) -> bool:
+    patterns = _validity_patterns(country_code, region, len(national))
     return patterns is not None and bool(patterns[0].fullmatch(national)) and bool(patterns[1].fullmatch(national))
 
 

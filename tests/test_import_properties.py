@@ -20,6 +20,7 @@ from outcall.contact_file import PHONE_COLUMNS, TIMEZONE_COLUMNS, ContactFile, F
 from outcall.contact_import import ContactImport
 from outcall.database import Database, uninterrupted, utcnow
 from outcall.models import Campaign, Contact
+from outcall import phone_numbers
 from outcall.phone_numbers import NumberError, to_e164, valid_for_region
 
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
@@ -149,11 +150,19 @@ def test_an_import_stores_exactly_the_rows_it_reports_imported(rows):
     asyncio.run(run())
 
 
+def accepted(e164: str) -> bool:
+    try:
+        return to_e164(e164) == e164
+    except NumberError:
+        return False
+
+
 def test_validity_is_phonenumbers_own_in_every_region():
     """outcall.phone_numbers.valid_for_region (one match per pattern set) decides as
     phonenumbers.is_valid_number_for_region on each region's example numbers of every type and
     near-misses of them (digits changed, dropped, added), in their own region and another, and
-    on the numbers of no region (+800, +979…)."""
+    on the numbers of no region (+800, +979…). to_e164's path for +<digits> (no PhoneNumber
+    built) accepts each exactly when its path for parsed numbers does."""
     rng = random.Random(13)
     regions = sorted(phonenumbers.SUPPORTED_REGIONS)
     compared = valid = 0
@@ -173,6 +182,7 @@ def test_validity_is_phonenumbers_own_in_every_region():
                 if not changed or changed[0] == "0":
                     continue
                 number = phonenumbers.PhoneNumber(country_code=code, national_number=int("".join(changed)))
+                assert accepted(f"+{code}{''.join(changed)}") == phone_numbers._is_valid(number), number
                 for where in (region, rng.choice(regions)):
                     expected = phonenumbers.is_valid_number_for_region(number, where)
                     assert valid_for_region(number, where) == expected, (number, where)
@@ -183,4 +193,5 @@ def test_validity_is_phonenumbers_own_in_every_region():
         for national in (example.national_number, example.national_number // 10, example.national_number * 10 + 1):
             number = phonenumbers.PhoneNumber(country_code=code, national_number=national)
             assert valid_for_region(number, "001") == phonenumbers.is_valid_number_for_region(number, "001")
+            assert accepted(f"+{code}{national}") == phone_numbers._is_valid(number), number
             assert valid_for_region(number, "US") is False
