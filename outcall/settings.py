@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     bot_greeting: str | None = None  # template; None: outcall.prompts.DEFAULT_GREETING
     wait_for_callee: bool = False
     turn_stop: Literal["smart_turn", "speech_timeout"] = "smart_turn"
-    speculative_replies: bool = True  # smart_turn: the LLM answers from VAD stop, held until the turn ends
+    speculative_replies: bool = True  # the LLM answers from VAD stop, held until the turn ends
     user_speech_timeout_secs: float = 0.6
     idle_timeout_secs: float = 10.0
     max_call_duration_secs: int = 600

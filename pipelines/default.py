@@ -39,7 +39,7 @@ from pipelines import smart_turn, telephony_vad
 from pipelines.callee_audio import StopCalleeAudio
 from pipelines.response_timer import ResponseTimer
 from pipelines.smart_turn import SharedSmartTurnAnalyzer
-from pipelines.speculative_turn import SpeculativeTurnAnalyzerStopStrategy
+from pipelines.speculative_turn import SpeculativeSpeechTimeoutStopStrategy, SpeculativeTurnAnalyzerStopStrategy
 from pipelines.deepgram_stt import ChunkedDeepgramSTTService
 from pipelines.telephony_vad import TelephonyVADAnalyzer
 
@@ -124,12 +124,13 @@ def create_tts(settings: Settings) -> CartesiaTTSService:
 
 
 def create_turn_strategies(settings: Settings) -> UserTurnStrategies:
+    speculate = settings.speculative_replies  # the LLM starts at VAD stop, while the turn's end is decided
     if settings.turn_stop == "speech_timeout":
-        stop = SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=settings.user_speech_timeout_secs)
-    elif settings.speculative_replies:  # the LLM starts at VAD stop, while smart-turn judges
-        stop = SpeculativeTurnAnalyzerStopStrategy(turn_analyzer=SharedSmartTurnAnalyzer())
+        strategy = SpeculativeSpeechTimeoutStopStrategy if speculate else SpeechTimeoutUserTurnStopStrategy
+        stop = strategy(user_speech_timeout=settings.user_speech_timeout_secs)
     else:
-        stop = TurnAnalyzerUserTurnStopStrategy(turn_analyzer=SharedSmartTurnAnalyzer())
+        strategy = SpeculativeTurnAnalyzerStopStrategy if speculate else TurnAnalyzerUserTurnStopStrategy
+        stop = strategy(turn_analyzer=SharedSmartTurnAnalyzer())
     return UserTurnStrategies(stop=[stop])
 
 
