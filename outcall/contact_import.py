@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outcall.agents import AgentProfile, script_with_agent
@@ -71,6 +72,7 @@ class ContactImport:
         self.on_error = on_error
         self.on_progress = on_progress
         self.result = ImportResult()
+        self._all_new_so_far = True  # PostgreSQL: no number met that the campaign already has
 
     async def run(self) -> ImportResult:
         """Import every good row; ImportRefused (before anything is stored) if the file cannot be
@@ -141,25 +143,40 @@ class ContactImport:
         self.result.imported += len(inserted)
 
     async def _copy_in(self, connection: AsyncConnection, rows: list[ContactRow]) -> tuple[set[str], set[str]]:
-        """PostgreSQL: the numbers on the do-not-call list or already in the campaign are looked
-        up, and the rest go straight into `contacts` by COPY (asyncpg's binary protocol), on the
-        driver's connection inside the session's transaction. Imports into one campaign take turns
-        (a lock held to the end of the transaction), so a number found new is still new when COPY
-        writes it; nothing else adds contacts. Returns (the numbers on the do-not-call list, the
-        numbers inserted)."""
+        """PostgreSQL: the numbers on the do-not-call list are looked up, and the rest go straight
+        into `contacts` by COPY (asyncpg's binary protocol), on the driver's connection inside the
+        session's transaction. Numbers already in the campaign are left to the campaign's unique
+        index while none has been met: the COPY runs in a savepoint, and once one meets such a
+        number (a second import of a list, a number repeated far apart in the file) it is rolled
+        back and, for this group and every later one, those numbers are looked up first. (The
+        look-up cost a quarter of an import's time into a new campaign.) Imports into one campaign
+        take turns (a lock held to the end of the transaction), so a number found new is still
+        new when COPY writes it; nothing else adds contacts. Returns (the numbers on the
+        do-not-call list, the numbers inserted)."""
         await connection.exec_driver_sql(  # through SQLAlchemy: this begins the session's transaction
             "SELECT pg_advisory_xact_lock(hashtext($1))", (f"contact_import:{self.campaign_id}",)
         )
         driver = (await connection.get_raw_connection()).driver_connection
         phones = [row.phone for row in rows]
         blocked = {r[0] for r in await driver.fetch("SELECT phone FROM do_not_call WHERE phone = ANY($1)", phones)}
+        if self._all_new_so_far:
+            new = [row for row in rows if row.phone not in blocked]
+            try:
+                async with connection.begin_nested():
+                    await self._copy(connection, driver, new)
+                return blocked, {row.phone for row in new}
+            except asyncpg.UniqueViolationError:
+                self._all_new_so_far = False
         existing = await driver.fetch(
             "SELECT phone FROM contacts WHERE campaign_id = $1 AND phone = ANY($2)", self.campaign_id, phones
         )
         skipped = blocked | {r[0] for r in existing}
         new = [row for row in rows if row.phone not in skipped]
-        await driver.copy_records_to_table("contacts", records=self._values(connection, new), columns=_INSERT_COLUMNS)
+        await self._copy(connection, driver, new)
         return blocked, {row.phone for row in new}
+
+    async def _copy(self, connection: AsyncConnection, driver: asyncpg.Connection, rows: list[ContactRow]) -> None:
+        await driver.copy_records_to_table("contacts", records=self._values(connection, rows), columns=_INSERT_COLUMNS)
 
     def _values(self, connection: AsyncConnection, rows: list[ContactRow]) -> list[tuple]:
         """Each row's values for _INSERT_COLUMNS, as the columns' SQLAlchemy types store them."""
