@@ -31,7 +31,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from call_bench import REPLY_CHARS, LatencyResult, conversation, hang_up_all, machine, run_calls, write_readme  # noqa: E402
+from call_bench import REPLY_CHARS, LatencyResult, conversation, hang_up_all, run_calls, write_readme  # noqa: E402
+from machine import machine  # noqa: E402
 from call_harness import (  # noqa: E402
     ACCOUNT_SID, API_KEY, AUTH_TOKEN, OUR_NUMBER, VendorFakes, callee_line, percentile, start_server,
 )

@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import re
 import statistics
@@ -40,6 +39,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from machine import machine  # noqa: E402
 from call_harness import (  # noqa: E402
     ACCOUNT_SID,
     API_KEY,
@@ -381,18 +381,6 @@ def summarise_cost(results: dict[str, list[CostResult]]) -> str:
     rows.append("")
     rows.append(f"Capacity (largest N with no frame > 100 ms late): outcall {capacity['outcall']}, baseline {capacity['baseline']}.")
     return "\n".join(rows)
-
-
-def machine() -> str:
-    """The CPU, its widest vector instructions, cores, Python and the date. Smart-turn's int8
-    inference depends on the vector instructions: 19 ms on an earlier machine of the same name,
-    ~50 ms on one with AVX2 alone."""
-    info = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), platform.machine())
-    flags = set(next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), []))
-    vector = next((name for flag, name in [("avx512_vnni", "AVX-512 VNNI"), ("avx512f", "AVX-512"), ("avx2", "AVX2")]
-                   if flag in flags), "no AVX2")
-    return f"{cpu} ({vector}), {os.cpu_count()} cores, CPython {platform.python_version()}, {time.strftime('%Y-%m-%d')}"
 
 
 def write_readme(text: str, block: str = "call-bench") -> None:

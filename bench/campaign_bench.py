@@ -12,7 +12,6 @@ due contact, write its call record.
 
 import argparse
 import asyncio
-import platform
 import random
 import resource
 import statistics
@@ -25,7 +24,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from machine import machine  # noqa: E402
 from outcall.campaigns import CampaignSettings  # noqa: E402
 from outcall.calling_windows import WEEKDAYS  # noqa: E402
 from outcall.call_store import CallStore  # noqa: E402
@@ -116,8 +117,7 @@ async def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--postgres", help="an empty PostgreSQL database to use (postgresql+asyncpg://…)")
     args = parser.parse_args()
-    print(f"Machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
-          f"{__import__('os').cpu_count()} cores\n")
+    print(f"Machine: {machine()}\n")
     print("| engine | contacts | import rows/s | process peak RSS after it (MB) | dispatch decision (median ms) |")
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
