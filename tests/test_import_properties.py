@@ -15,12 +15,12 @@ import phonenumbers
 from hypothesis import HealthCheck, given, settings, strategies as st
 from sqlalchemy import func, select
 
+from outcall import phone_numbers
 from outcall.campaigns import CampaignSettings
 from outcall.contact_file import PHONE_COLUMNS, TIMEZONE_COLUMNS, ContactFile, FileOptions, ImportRefused, column_name
 from outcall.contact_import import ContactImport
 from outcall.database import Database, uninterrupted, utcnow
 from outcall.models import Campaign, Contact
-from outcall import phone_numbers
 from outcall.phone_numbers import NumberError, to_e164, valid_for_region
 
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
@@ -100,7 +100,7 @@ value_text = st.text(st.characters(blacklist_categories=["Cs"], blacklist_charac
 @given(
     headers=st.lists(header_text, min_size=1, max_size=4).filter(
         lambda headers: len(set(names := [column_name(h, i + 1) for i, h in enumerate(headers)])) == len(headers)
-        and not set(names) & {"phone", *PHONE_COLUMNS, *TIMEZONE_COLUMNS}
+        and not set(names) & {*PHONE_COLUMNS, *TIMEZONE_COLUMNS}
     ),
     data=st.data(),
 )
