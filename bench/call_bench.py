@@ -408,13 +408,18 @@ async def main(args) -> dict:
                 print(f"{kind} latency: {json.dumps(asdict(latency[kind]))}", file=sys.stderr)
         for n in args.calls:
             for kind in args.kinds:
-                result = await measure_cost(kind, twilio, fakes, n, args.window, args.speech_timeout, every_secs=args.every)
+                try:
+                    result = await measure_cost(kind, twilio, fakes, n, args.window, args.speech_timeout, every_secs=args.every)
+                except httpx.TimeoutException:  # so saturated it cannot take a call: larger N would fare no better
+                    stopped = f"At N = {n} the {kind} server did not answer its dials within 30 s; the runs stopped there."
+                    print(stopped, file=sys.stderr)
+                    return {"latency": latency, "cost": cost, "stopped": stopped}
                 cost[kind].append(result)
                 print(f"{kind} N={n}: {json.dumps(asdict(result))}", file=sys.stderr)
     finally:
         await twilio.stop()
         fakes.stop()
-    return {"latency": latency, "cost": cost}
+    return {"latency": latency, "cost": cost, "stopped": None}
 
 
 if __name__ == "__main__":
@@ -461,8 +466,11 @@ if __name__ == "__main__":
         text += "\n" + summarise_latency(results["latency"]) + "\n"
     if args.calls:
         text += "\n" + summarise_cost(results["cost"]) + "\n"
+    if results["stopped"]:
+        text += "\n" + results["stopped"] + "\n"
     print(text)
     if args.json:
-        args.json.write_text(json.dumps({k: {kind: (asdict(v) if not isinstance(v, list) else [asdict(x) for x in v]) for kind, v in d.items()} for k, d in results.items()}, indent=2))
+        runs = {k: results[k] for k in ("latency", "cost")}
+        args.json.write_text(json.dumps({k: {kind: (asdict(v) if not isinstance(v, list) else [asdict(x) for x in v]) for kind, v in d.items()} for k, d in runs.items()}, indent=2))
     if args.readme:
         write_readme(text)
