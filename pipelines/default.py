@@ -36,7 +36,7 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from outcall.settings import Settings
 from pipelines import smart_turn, telephony_vad
-from pipelines.callee_audio import StopCalleeAudio
+from pipelines.audio_stops import StopBotAudio, StopCalleeAudio
 from pipelines.response_timer import ResponseTimer
 from pipelines.smart_turn import SharedSmartTurnAnalyzer
 from pipelines.speculative_turn import SpeculativeSpeechTimeoutStopStrategy, SpeculativeTurnAnalyzerStopStrategy
@@ -172,6 +172,7 @@ def build_pipeline(
             llm,  # the LLM decides what to say, or calls a tool
             tts,  # text → speech
             transport.output(),  # Twilio media stream out
+            StopBotAudio(),  # nor does anything below need the bot's
             assistant_aggregator,  # bot's turns into the context
         ]
     )

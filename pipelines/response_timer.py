@@ -13,11 +13,12 @@ class ResponseTimer(FrameProcessor):
 
     Pipecat's UserBotLatencyObserver measures the same, but an observer is handed every frame
     of every processor; this sits after the user aggregator and sees the few frames it needs
-    (the bot's speaking frames travel upstream from the output transport to it).
+    (the bot's speaking frames travel upstream from the output transport to it), in Pipecat's
+    direct mode: it only watches, so it needs no queue and task of its own.
     """
 
     def __init__(self, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(enable_direct_mode=True, **kwargs)
         self._register_event_handler("on_response_latency")
         self._callee_stopped_at: float | None = None
 
