@@ -165,7 +165,7 @@ def build_pipeline(
         [
             transport.input(),  # Twilio media stream in
             stt,  # speech → text
-            DTMFAggregator(timeout=1.5),  # keys the callee presses → "DTMF: 12#" text
+            DTMFAggregator(timeout=1.5, enable_direct_mode=True),  # keys the callee presses → "DTMF: 12#" text
             user_aggregator,  # callee's turns into the context
             StopCalleeAudio(),  # nothing below needs the callee's audio
             response_timer,  # how long the callee waited for each reply
