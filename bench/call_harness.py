@@ -267,20 +267,24 @@ def frame_lateness(call: EmulatedCall, log: CalleeLog, since: float, until: floa
 
     Twilio plays what it has buffered; a frame arriving after the audio before it has finished
     playing leaves a gap the callee hears. Each reply to the callee starts a new stretch of
-    playout (the pause before it is response time, measured elsewhere).
+    playout (the pause before it is response time, measured elsewhere): a reply is what follows
+    the callee's speech, which starts after the bot's last voiced frame. (The previous reply's
+    silent tail can still be arriving when the callee starts: those frames do not make the
+    pause before the next reply a late frame.)
     """
     speech_starts = sorted(u.first_voiced_at for u in log.utterances if u.first_voiced_at)
     lateness: list[float] = []
     played_until = None
-    previous_at = -1.0
+    voiced_at = -1.0  # the bot's latest voiced frame
     for frame in call.bot_audio:
-        new_reply = played_until is None or any(previous_at < s <= frame.at for s in speech_starts)
+        new_reply = played_until is None or any(voiced_at < s <= frame.at for s in speech_starts)
         if new_reply:
             played_until = frame.at
         if since <= frame.at < until:
             lateness.append(max(0.0, frame.at - played_until))
         played_until = max(played_until, frame.at) + frame.seconds
-        previous_at = frame.at
+        if frame.rms > VOICED_RMS:
+            voiced_at = frame.at
     return lateness
 
 

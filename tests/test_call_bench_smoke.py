@@ -46,3 +46,23 @@ def test_browser_call_bench_smoke_run(tmp_path):
     results = json.loads(out.read_text())
     assert len(results["phone"]["first_words_ms"]) == len(results["phone"]["overhead_ms"]) == 1
     assert len(results["browser"]["first_words_ms"]) == len(results["browser"]["response_ms"]) == 1
+
+
+def test_late_frames_are_gaps_within_a_reply_not_the_pause_before_the_next():
+    from bench.call_harness import CalleeLog, frame_lateness
+    from tests.fakes.twilio import BotAudio, EmulatedCall, Utterance
+
+    call = EmulatedCall("CA1", "AC1", "+15550100", "+15550199", "https://example.test", "POST", None)
+    loud, hush = 3000.0, 0.0
+
+    def reply(at: float, frames: int, rms: float = loud) -> None:
+        call.bot_audio.extend(BotAudio(at=at + i * 0.02, rms=rms) for i in range(frames))
+
+    reply(0.0, 50)  # a one-second reply
+    reply(1.0, 5, hush)  # its silent tail, still arriving...
+    log = CalleeLog([Utterance(first_voiced_at=1.05, last_voiced_at=3.0)])  # ...as the callee starts
+    reply(3.6, 25)  # the next reply, after the callee's line: response time, not a late frame
+    reply(4.4, 25)  # half a second after the audio before it has played: a gap the callee hears
+
+    lateness = frame_lateness(call, log, since=0.0, until=10.0)
+    assert [round(late, 2) for late in lateness if late > 0.001] == [0.3]
