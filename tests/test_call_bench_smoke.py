@@ -1,7 +1,8 @@
 """The call benchmarks still run: both servers, a latency turn and two concurrent calls; the test
 phone beside a phone call, one turn each.
 
-Benchmarks are not tests: nothing here checks a timing, only that every figure was measured.
+Benchmarks are not tests: nothing here checks a timing, only that every figure was measured,
+and that a late frame is counted as the callee would hear it.
 """
 
 import json
@@ -9,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.call_harness import CalleeLog, frame_lateness
+from tests.fakes.twilio import BotAudio, EmulatedCall, Utterance
 from tests.test_console_browser import require_chromium
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,9 +52,6 @@ def test_browser_call_bench_smoke_run(tmp_path):
 
 
 def test_late_frames_are_gaps_within_a_reply_not_the_pause_before_the_next():
-    from bench.call_harness import CalleeLog, frame_lateness
-    from tests.fakes.twilio import BotAudio, EmulatedCall, Utterance
-
     call = EmulatedCall("CA1", "AC1", "+15550100", "+15550199", "https://example.test", "POST", None)
     loud, hush = 3000.0, 0.0
 
