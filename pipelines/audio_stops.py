@@ -11,33 +11,35 @@ from pipecat.frames.frames import Frame, InputAudioRawFrame, OutputAudioRawFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 
-class StopCalleeAudio(FrameProcessor):
+class AudioStop(FrameProcessor):
+    """Drops one side's audio frames (`dropped`) in the task that pushed them; passes the rest on."""
+
+    dropped: type[Frame]
+
+    def __init__(self, **kwargs):
+        super().__init__(enable_direct_mode=True, **kwargs)
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if not isinstance(frame, self.dropped):
+            await self.push_frame(frame, direction)
+
+
+class StopCalleeAudio(AudioStop):
     """Drops the callee's audio once speech-to-text and VAD (in the user aggregator) have heard it.
 
     Nothing after them uses it, and each 20 ms packet would otherwise pass through the LLM,
     TTS, output transport and assistant aggregator: 50 frames a second.
     """
 
-    def __init__(self, **kwargs):
-        super().__init__(enable_direct_mode=True, **kwargs)
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection):
-        await super().process_frame(frame, direction)
-        if not isinstance(frame, InputAudioRawFrame):
-            await self.push_frame(frame, direction)
+    dropped = InputAudioRawFrame
 
 
-class StopBotAudio(FrameProcessor):
+class StopBotAudio(AudioStop):
     """Drops the bot's audio once the output transport has sent it to Twilio.
 
     The transport passes each sent frame on downstream "in case anyone else needs it"; the
     assistant aggregator after it does not (it records the bot's words, not its sound).
     """
 
-    def __init__(self, **kwargs):
-        super().__init__(enable_direct_mode=True, **kwargs)
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection):
-        await super().process_frame(frame, direction)
-        if not isinstance(frame, OutputAudioRawFrame):
-            await self.push_frame(frame, direction)
+    dropped = OutputAudioRawFrame
