@@ -2,8 +2,8 @@
 
 Every 20 ms packet is a frame, and each processor a frame reaches costs a queue hand-off and a
 task switch (13 µs for the callee's frames, 18 for the bot's, measured on the 2-core CI machine;
-far more under load). Audio goes no further than the last processor that needs it, and these
-two run in Pipecat's direct mode: a frame is dropped in the task that pushed it, with no
+far more under load). Audio goes no further than the last processor that needs it, and the
+stops run in Pipecat's direct mode: a frame is dropped in the task that pushed it, with no
 hand-off of its own.
 """
 
