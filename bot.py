@@ -57,7 +57,7 @@ from outcall.values import Channel, EndReason, utcnow
 from pipelines.call_tools import KEYPAD, call_tools
 from pipelines.default import SAMPLE_RATE, build_pipeline
 from pipelines.summary import DEFAULT_SUMMARY_PROMPT, can_summarise, summarise_call
-from pipelines.twilio_stream import CallStreamSerializer, TwilioStreamSocket, media_messages
+from pipelines.twilio_stream import CallStreamSerializer, TwilioStreamSocket, TwilioStreamTransport, media_messages
 
 async def bot(runner_args: RunnerArguments):
     """Entry point for Pipecat Cloud and the development runner."""
@@ -153,8 +153,8 @@ def create_twilio_serializer(call_data: CallData, settings: Settings, hang_up: b
     )
 
 
-def create_twilio_transport(websocket: WebSocket, serializer: CallStreamSerializer) -> FastAPIWebsocketTransport:
-    return FastAPIWebsocketTransport(
+def create_twilio_transport(websocket: WebSocket, serializer: CallStreamSerializer) -> TwilioStreamTransport:
+    return TwilioStreamTransport(
         websocket=TwilioStreamSocket(websocket),
         params=FastAPIWebsocketParams(
             audio_in_enabled=True,

@@ -1,6 +1,7 @@
 """The bot's side of Twilio's Media Streams: Pipecat's serializer, taught not to hang up a call
 that has moved on without the bot; the stream's socket, closed quietly when Twilio closed it
-first; and the raw `media` messages that carry a pre-synthesised greeting."""
+first; Pipecat's transport, passing each packet on without a queue of its own; and the raw
+`media` messages that carry a pre-synthesised greeting."""
 
 import base64
 import json
@@ -8,8 +9,13 @@ from collections.abc import Iterator
 
 from fastapi import WebSocket, WebSocketDisconnect
 from loguru import logger
-from pipecat.frames.frames import CancelFrame, EndFrame, Frame
+from pipecat.frames.frames import CancelFrame, EndFrame, Frame, InputAudioRawFrame
 from pipecat.serializers.twilio import TwilioFrameSerializer
+from pipecat.transports.websocket.fastapi import (
+    FastAPIWebsocketInputTransport,
+    FastAPIWebsocketParams,
+    FastAPIWebsocketTransport,
+)
 from starlette.websockets import WebSocketState
 
 
@@ -70,6 +76,31 @@ class TwilioStreamSocket:
             await self._websocket.close(code, reason)
         except (RuntimeError, OSError, WebSocketDisconnect) as e:  # Twilio closed it first
             logger.debug(f"Stream already closed by Twilio: {type(e).__name__}: {e}")
+
+
+class DirectAudioInputTransport(FastAPIWebsocketInputTransport):
+    """Pipecat's WebSocket input, passing each audio packet on from the task that received it.
+
+    Pipecat's input transport puts every packet in a queue of its own, for a task that runs the
+    transport's audio filter and then passes the packet on, each wait on that queue bounded by
+    `asyncio.wait_for` (a task and a timer per packet on Python 3.11). Without a filter the hop
+    does nothing but cost: a packet goes on at once, in the order it arrived, after any keypad
+    or `stop` message before it.
+    """
+
+    async def push_audio_frame(self, frame: InputAudioRawFrame):
+        if self._params.audio_in_filter:
+            await super().push_audio_frame(frame)
+        elif self._params.audio_in_enabled and self._params.audio_in_passthrough and not self._paused:
+            await self.push_frame(frame)
+
+
+class TwilioStreamTransport(FastAPIWebsocketTransport):
+    """Pipecat's FastAPI WebSocket transport with `DirectAudioInputTransport` as its input."""
+
+    def __init__(self, websocket: WebSocket, params: FastAPIWebsocketParams, **kwargs):
+        super().__init__(websocket, params, **kwargs)
+        self._input = DirectAudioInputTransport(self, self._client, self._params, name=self._input_name)
 
 
 GREETING_CHUNK_BYTES = 320  # 40 ms of 8 kHz μ-law per media message, as Pipecat's transport sends
