@@ -268,16 +268,17 @@ def frame_lateness(call: EmulatedCall, log: CalleeLog, since: float, until: floa
     Twilio plays what it has buffered; a frame arriving after the audio before it has finished
     playing leaves a gap the callee hears. Each reply to the callee starts a new stretch of
     playout (the pause before it is response time, measured elsewhere): a reply is what follows
-    the callee's speech, which starts after the bot's last voiced frame. (The previous reply's
-    silent tail can still be arriving when the callee starts: those frames do not make the
-    pause before the next reply a late frame.)
+    the end of the callee's speech, when that came after the bot's last voiced frame. So the
+    previous reply's silent tail, still arriving as the callee starts, does not make the pause
+    before the next reply a late frame; nor does a stall the callee took for the end of a reply
+    and spoke into: that stall is the late frame, not the next reply.
     """
-    speech_starts = sorted(u.first_voiced_at for u in log.utterances if u.first_voiced_at)
+    speech_ends = sorted(u.last_voiced_at for u in log.utterances if u.last_voiced_at)
     lateness: list[float] = []
     played_until = None
     voiced_at = -1.0  # the bot's latest voiced frame
     for frame in call.bot_audio:
-        new_reply = played_until is None or any(voiced_at < s <= frame.at for s in speech_starts)
+        new_reply = played_until is None or any(voiced_at < end <= frame.at for end in speech_ends)
         if new_reply:
             played_until = frame.at
         if since <= frame.at < until:

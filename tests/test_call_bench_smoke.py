@@ -66,3 +66,14 @@ def test_late_frames_are_gaps_within_a_reply_not_the_pause_before_the_next():
 
     lateness = frame_lateness(call, log, since=0.0, until=10.0)
     assert [round(late, 2) for late in lateness if late > 0.001] == [0.3]
+
+
+def test_a_stall_the_callee_spoke_into_is_the_late_frame_not_the_next_reply():
+    call = EmulatedCall("CA1", "AC1", "+15550100", "+15550199", "https://example.test", "POST", None)
+    call.bot_audio.extend(BotAudio(at=i * 0.02, rms=3000.0) for i in range(50))  # a reply...
+    call.bot_audio.extend(BotAudio(at=1.35 + i * 0.02, rms=3000.0) for i in range(10))  # ...stalls 0.35 s
+    log = CalleeLog([Utterance(first_voiced_at=1.25, last_voiced_at=3.2)])  # the callee took it for the end
+    call.bot_audio.extend(BotAudio(at=3.8 + i * 0.02, rms=3000.0) for i in range(25))  # the reply to the callee
+
+    lateness = frame_lateness(call, log, since=0.0, until=10.0)
+    assert [round(late, 2) for late in lateness if late > 0.001] == [0.35]
