@@ -57,7 +57,13 @@ from outcall.values import Channel, EndReason, utcnow
 from pipelines.call_tools import KEYPAD, call_tools
 from pipelines.default import SAMPLE_RATE, build_pipeline
 from pipelines.summary import DEFAULT_SUMMARY_PROMPT, can_summarise, summarise_call
-from pipelines.twilio_stream import CallStreamSerializer, TwilioStreamSocket, TwilioStreamTransport, media_messages
+from pipelines.twilio_stream import (
+    MEDIA_CHUNK_MS,
+    CallStreamSerializer,
+    TwilioStreamSocket,
+    TwilioStreamTransport,
+    media_messages,
+)
 
 async def bot(runner_args: RunnerArguments):
     """Entry point for Pipecat Cloud and the development runner."""
@@ -162,6 +168,7 @@ def create_twilio_transport(websocket: WebSocket, serializer: CallStreamSerializ
             add_wav_header=False,
             serializer=serializer,
             audio_out_end_silence_secs=1,
+            audio_out_10ms_chunks=MEDIA_CHUNK_MS // 10,
         ),
     )
 
