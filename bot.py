@@ -55,7 +55,8 @@ from outcall.settings import Settings
 from outcall.stream_auth import StreamTokenError, verify_stream_token
 from outcall.values import Channel, EndReason, utcnow
 from pipelines.call_tools import KEYPAD, call_tools
-from pipelines.default import SAMPLE_RATE, build_pipeline
+from pipelines.deepgram_stt import ChunkedDeepgramSTTService
+from pipelines.default import SAMPLE_RATE, build_pipeline, create_stt
 from pipelines.summary import DEFAULT_SUMMARY_PROMPT, can_summarise, summarise_call
 from pipelines.twilio_stream import (
     MEDIA_CHUNK_MS,
@@ -178,6 +179,8 @@ class CallSession:
     handlers, tools and timers that decide how the call goes on and how it ends.
 
     `greeting_secs`: the greeting the server synthesised is already playing, this long.
+    The pipeline is assembled in `run()`, once the server counts the call as live, so that a
+    drain that begins meanwhile still gets its goodbye.
     """
 
     def __init__(
@@ -203,9 +206,15 @@ class CallSession:
         self.callee_spoke = False
         self.transfer_requested = False
         self.transfer_note = TransferRequest()  # the LLM's reason and summary, for a warm transfer's whisper
+        self.transport = transport
+        self.pipeline = self.worker = None  # assembled in run(), once the call is live
+        self.shutdown_requested = False
 
+    def assemble(self, stt: ChunkedDeepgramSTTService) -> None:
+        """The call's pipeline and worker, wired to this session's handlers and tools."""
+        settings, config, transport = self.settings, self.config, self.transport
         self.pipeline = build_pipeline(
-            transport, settings, self._system_instruction(), call_tools(settings.call_outcomes, config.can_transfer)
+            transport, stt, settings, self._system_instruction(), call_tools(settings.call_outcomes, config.can_transfer)
         )
         self.worker = PipelineWorker(
             self.pipeline.pipeline,
@@ -245,13 +254,17 @@ class CallSession:
     async def run(self, handle_sigint: bool = False) -> None:
         """Talk until the call ends, then summarise it and send the final report."""
         self.server.call_started(self.config.call_id, self.end_for_shutdown)
-        timers = [asyncio.create_task(self.enforce_time_limit())]
-        if self.greeting_secs is not None:
-            self.pipeline.context.add_message({"role": "assistant", "content": self.config.greeting})
-            self.progress.transcript.append(TranscriptTurn(speaker="bot", text=self.config.greeting, started_at=utcnow()))
-            self.reporter.report_progress(self.progress.report())
-            timers.append(asyncio.create_task(self.check_in_after_greeting()))
+        timers = []
         try:
+            self.assemble(await create_stt(self.settings))
+            if self.shutdown_requested:  # the server began draining while the pipeline was assembled
+                await self.end_for_shutdown()
+            timers.append(asyncio.create_task(self.enforce_time_limit()))
+            if self.greeting_secs is not None:
+                self.pipeline.context.add_message({"role": "assistant", "content": self.config.greeting})
+                self.progress.transcript.append(TranscriptTurn(speaker="bot", text=self.config.greeting, started_at=utcnow()))
+                self.reporter.report_progress(self.progress.report())
+                timers.append(asyncio.create_task(self.check_in_after_greeting()))
             runner = WorkerRunner(handle_sigint=handle_sigint)
             await runner.add_workers(self.worker)
             await runner.run()
@@ -394,8 +407,11 @@ class CallSession:
         await self.say_goodbye(prompts.MAX_DURATION_GOODBYE, EndReason.MAX_DURATION)
 
     async def end_for_shutdown(self):
-        """The server is draining for a restart."""
-        await self.say_goodbye(prompts.SHUTDOWN_GOODBYE, EndReason.SERVER_SHUTDOWN)
+        """The server is draining for a restart (before the pipeline is assembled, run() says
+        goodbye as soon as it is)."""
+        self.shutdown_requested = True
+        if self.worker is not None:
+            await self.say_goodbye(prompts.SHUTDOWN_GOODBYE, EndReason.SERVER_SHUTDOWN)
 
     async def say_goodbye(self, text: str, reason: EndReason):
         self.log.info(f"Ending call: {reason}")

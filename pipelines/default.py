@@ -9,6 +9,7 @@ the transcript in hand (speculative_turn.py). The callee's audio goes no further
 aggregator.
 """
 
+import asyncio
 import os
 import ssl
 from dataclasses import dataclass
@@ -58,7 +59,16 @@ class CallPipeline:
     response_timer: ResponseTimer
 
 
-def create_stt(settings: Settings) -> ChunkedDeepgramSTTService:
+async def create_stt(settings: Settings) -> ChunkedDeepgramSTTService:
+    """Deepgram's service, built on a worker thread. Its SDK builds a client for Deepgram's REST
+    API with every service, which loads the CA bundle: 28–36 ms of CPU that the streaming
+    connection never uses. On the event loop that held up every other call (each call's
+    greeting included) as a call started: the loop stalled 50 ms. OpenSSL loads the bundle
+    without the interpreter lock, so on a thread the loop stalls ~2 ms."""
+    return await asyncio.to_thread(_deepgram_stt, settings)
+
+
+def _deepgram_stt(settings: Settings) -> ChunkedDeepgramSTTService:
     return ChunkedDeepgramSTTService(
         api_key=settings.secret("deepgram_api_key") or "",
         base_url=settings.deepgram_base_url,
@@ -144,9 +154,12 @@ def load_shared_models(settings: Settings) -> None:
 
 
 def build_pipeline(
-    transport: BaseTransport, settings: Settings, system_instruction: str, tools: ToolsSchema
+    transport: BaseTransport,
+    stt: ChunkedDeepgramSTTService,
+    settings: Settings,
+    system_instruction: str,
+    tools: ToolsSchema,
 ) -> CallPipeline:
-    stt = create_stt(settings)
     llm = create_llm(settings, system_instruction)
     tts = create_tts(settings)
 
