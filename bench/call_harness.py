@@ -273,7 +273,7 @@ def frame_lateness(call: EmulatedCall, log: CalleeLog, since: float, until: floa
     before the next reply a late frame; nor does a stall the callee took for the end of a reply
     and spoke into: that stall is the late frame, not the next reply.
     """
-    speech_ends = sorted(u.last_voiced_at for u in log.utterances if u.last_voiced_at)
+    speech_ends = [u.last_voiced_at for u in log.utterances if u.last_voiced_at]
     lateness: list[float] = []
     played_until = None
     voiced_at = -1.0  # the bot's latest voiced frame
