@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 import asyncpg
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from outcall.agents import AgentProfile, script_with_agent
@@ -72,7 +73,7 @@ class ContactImport:
         self.on_error = on_error
         self.on_progress = on_progress
         self.result = ImportResult()
-        self._all_new_so_far = True  # PostgreSQL: no number met that the campaign already has
+        self._all_new_so_far = True  # no number met so far that the campaign already has
 
     async def run(self) -> ImportResult:
         """Import every good row; ImportRefused (before anything is stored) if the file cannot be
@@ -186,28 +187,42 @@ class ContactImport:
 
     async def _insert_in(self, connection: AsyncConnection, rows: list[ContactRow]) -> tuple[set[str], set[str]]:
         """SQLite: BATCH_ROWS at a time, the numbers on the do-not-call list looked up and the rest
-        inserted unless already in the campaign (SQLite has one writer at a time). Returns (the
-        numbers on the do-not-call list, the numbers inserted)."""
+        inserted by one multi-row INSERT. As on PostgreSQL, numbers already in the campaign are
+        left to its unique index while none has been met (the INSERT runs in a savepoint); from
+        the first one on, they are looked up before each INSERT. (SQLite has one writer at a time,
+        so a number found new is still new when it is written.) An `ON CONFLICT DO NOTHING
+        RETURNING phone` would say which rows went in, but the driver fetches each returned row
+        with a step of its own, each giving up the interpreter's lock and waiting to take it back
+        from the thread checking the next rows. Returns (the numbers on the do-not-call list, the
+        numbers inserted)."""
         blocked: set[str] = set()
         inserted: set[str] = set()
         for start in range(0, len(rows), BATCH_ROWS):
             chunk = rows[start : start + BATCH_ROWS]
-            blocked |= await _on_do_not_call(connection, [row.phone for row in chunk])
-            allowed = [row for row in chunk if row.phone not in blocked]
-            if allowed:
-                inserted |= await self._insert(connection, allowed)
+            phones = [row.phone for row in chunk]
+            blocked |= await _phones_in(connection, "SELECT phone FROM do_not_call WHERE phone IN ({})", phones)
+            new = [row for row in chunk if row.phone not in blocked]
+            if new and self._all_new_so_far:
+                try:
+                    await self._insert(connection, new)
+                    inserted.update(row.phone for row in new)
+                    continue
+                except IntegrityError:
+                    self._all_new_so_far = False
+            existing = await _phones_in(
+                connection, "SELECT phone FROM contacts WHERE campaign_id = ? AND phone IN ({})", phones, self.campaign_id
+            )
+            new = [row for row in new if row.phone not in existing]
+            if new:
+                await self._insert(connection, new)
+                inserted.update(row.phone for row in new)
         return blocked, inserted
 
-    async def _insert(self, connection: AsyncConnection, rows: list[ContactRow]) -> set[str]:
-        """Insert what is new to the campaign and return those numbers, in one multi-row statement
-        at the driver level."""
+    async def _insert(self, connection: AsyncConnection, rows: list[ContactRow]) -> None:
+        """One multi-row INSERT, at the driver level."""
         values = [value for row in self._values(connection, rows) for value in row]
         tuples = ", ".join([f"({_marks(len(_INSERT_COLUMNS))})"] * len(rows))
-        sql = (
-            f"INSERT INTO contacts ({', '.join(_INSERT_COLUMNS)}) VALUES {tuples} "
-            f"ON CONFLICT (campaign_id, phone) DO NOTHING RETURNING phone"
-        )
-        return set((await connection.exec_driver_sql(sql, tuple(values))).scalars())
+        await connection.exec_driver_sql(f"INSERT INTO contacts ({', '.join(_INSERT_COLUMNS)}) VALUES {tuples}", tuple(values))
 
 
 _INSERT_COLUMNS = ("campaign_id", "phone", "variables", "timezone", "row_number", "state", "next_attempt_at", "attempts")
@@ -217,7 +232,7 @@ def _marks(count: int) -> str:
     return ", ".join(["?"] * count)  # SQLite's parameters (PostgreSQL takes the COPY path)
 
 
-async def _on_do_not_call(connection: AsyncConnection, phones: list[str]) -> set[str]:
-    sql = f"SELECT phone FROM do_not_call WHERE phone IN ({_marks(len(phones))})"
-    result = await connection.exec_driver_sql(sql, tuple(phones))
+async def _phones_in(connection: AsyncConnection, sql: str, phones: list[str], *before) -> set[str]:
+    """SQLite: the numbers `sql` finds among `phones` (its `{}` becomes their parameters)."""
+    result = await connection.exec_driver_sql(sql.format(_marks(len(phones))), (*before, *phones))
     return set(result.scalars())
