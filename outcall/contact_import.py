@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from outcall.agents import AgentProfile, script_with_agent
 from outcall.campaigns import CampaignSettings
 from outcall.contact_file import BATCH_ROWS, ContactFile, ContactRow, FileOptions, RowError
-from outcall.database import Database, uninterrupted
+from outcall.database import BulkWriter, Database, uninterrupted
 from outcall.models import Agent, Campaign, Contact, ContactState
 
 BATCHES_PER_TRANSACTION = 5
@@ -73,6 +73,7 @@ class ContactImport:
         self.on_error = on_error
         self.on_progress = on_progress
         self.result = ImportResult()
+        self._writer = BulkWriter(database)
         self._all_new_so_far = True  # no number met so far that the campaign already has
 
     async def run(self) -> ImportResult:
@@ -89,17 +90,20 @@ class ContactImport:
 
             # Checking the next rows (in a thread) overlaps storing the last ones.
             reading = asyncio.ensure_future(asyncio.to_thread(read_group))
-            while True:
-                group, bytes_read = await reading
-                if not group:
-                    return self.result
-                reading = asyncio.ensure_future(asyncio.to_thread(read_group))
-                try:
-                    await self._store(group)
-                except BaseException:
-                    await asyncio.gather(reading, return_exceptions=True)  # the thread still reads the file
-                    raise
-                self.on_progress(bytes_read)
+            try:
+                while True:
+                    group, bytes_read = await reading
+                    if not group:
+                        return self.result
+                    reading = asyncio.ensure_future(asyncio.to_thread(read_group))
+                    try:
+                        await self._store(group)
+                    except BaseException:
+                        await asyncio.gather(reading, return_exceptions=True)  # the thread still reads the file
+                        raise
+                    self.on_progress(bytes_read)
+            finally:
+                await self._writer.close()
 
     @uninterrupted
     async def _need_agents_placeholders(self) -> None:
@@ -132,7 +136,7 @@ class ContactImport:
                 else:
                     unique[row.phone] = row
         rows = list(unique.values())
-        async with self.database.write() as session:
+        async with self._writer.write() as session:
             connection = await session.connection()
             store = self._copy_in if connection.dialect.name == "postgresql" else self._insert_in
             blocked, inserted = await store(connection, rows)

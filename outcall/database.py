@@ -36,7 +36,7 @@ from loguru import logger
 from sqlalchemy import DateTime, Insert, Select, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.types import TypeDecorator
 
 from outcall.values import utcnow  # noqa: F401 (re-exported: the stores' time)
@@ -45,6 +45,8 @@ SQLITE_BUSY_TIMEOUT_SECS = 10  # another process (the CLI) holding SQLite's writ
 POSTGRES_STATEMENT_TIMEOUT_SECS = 30
 WRITER_QUEUE_TIMEOUT_SECS = 30  # waiting for this process's SQLite writer slot
 CLOSE_TIMEOUT_SECS = 10  # operations still running when the server stops
+BULK_CACHE_MB = 64  # SQLite's page cache for a bulk write (see BulkWriter)
+BULK_WAL_PAGES = 30_000  # …and how far its WAL grows between checkpoints (117 MB)
 
 _operation: ContextVar[asyncio.Task | None] = ContextVar("outcall_database_operation", default=None)
 _running: set[asyncio.Task] = set()
@@ -191,10 +193,11 @@ class Database:
         return self.sessions()
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncSession]:
+    async def write(self, connection: AsyncConnection | None = None) -> AsyncIterator[AsyncSession]:
         """A session in a transaction, committed when the block ends without error; inside an
-        @uninterrupted operation."""
+        @uninterrupted operation. On `connection` if given (a BulkWriter's), else a pooled one."""
         _require_operation()
+        bind = {"bind": connection} if connection else {}
         if self._sqlite_writer:
             try:
                 async with asyncio.timeout(WRITER_QUEUE_TIMEOUT_SECS):
@@ -202,12 +205,12 @@ class Database:
             except TimeoutError:
                 raise DatabaseBusy(f"the database stayed busy for {WRITER_QUEUE_TIMEOUT_SECS} s; try again")
             try:
-                async with self.sessions() as session, session.begin():
+                async with self.sessions(**bind) as session, session.begin():
                     yield session
             finally:
                 self._sqlite_writer.release()
         else:
-            async with self.sessions() as session, session.begin():
+            async with self.sessions(**bind) as session, session.begin():
                 yield session
 
     async def close(self) -> None:
@@ -219,6 +222,52 @@ class Database:
             if pending:
                 logger.error(f"{len(pending)} database operations still running after {CLOSE_TIMEOUT_SECS} s; closing anyway")
         await self.engine.dispose()
+
+
+class BulkWriter:
+    """The transactions of one bulk write (a contact import), each queued with the process's other
+    writers as `Database.write` queues them.
+
+    On SQLite they share a connection of their own. Its page cache (BULK_CACHE_MB, against
+    SQLite's 2 MB) holds the pages a transaction dirties: rows go into a large campaign's unique
+    index in random order, and with the default cache those pages spilled to the WAL and were
+    read back mid-transaction. And the WAL is checkpointed every BULK_WAL_PAGES rather than after
+    each commit, so a page rewritten by several transactions is copied into the database once.
+    `close` checkpoints what is left (so no later writer pays for it) and discards the connection,
+    cache and settings with it. On PostgreSQL each transaction takes a pooled connection."""
+
+    def __init__(self, database: Database):
+        self.database = database
+        self._connection: AsyncConnection | None = None
+        self._in_use = asyncio.Lock()  # `close` waits for a transaction a cancelled caller left running
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """Database.write, on this bulk write's connection; inside an @uninterrupted operation."""
+        async with self._in_use:
+            if self.database.is_postgresql:
+                async with self.database.write() as session:
+                    yield session
+                return
+            if self._connection is None:
+                self._connection = await self.database.engine.connect()
+                await self._connection.exec_driver_sql(f"PRAGMA cache_size=-{BULK_CACHE_MB * 1024}")
+                await self._connection.exec_driver_sql(f"PRAGMA wal_autocheckpoint={BULK_WAL_PAGES}")
+                await self._connection.commit()  # so each session below begins (and commits) its own
+            async with self.database.write(self._connection) as session:
+                yield session
+
+    @uninterrupted
+    async def close(self) -> None:
+        async with self._in_use:
+            if self._connection is None:
+                return
+            connection, self._connection = self._connection, None
+            try:
+                await connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                await connection.invalidate()  # not back to the pool with these settings
+                await connection.close()
 
 
 async def _main(argv: list[str]) -> int:

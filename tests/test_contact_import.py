@@ -3,7 +3,9 @@ whatever the file's state, through the API and the command line."""
 
 import asyncio
 import random
+import sqlite3
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -191,3 +193,57 @@ async def test_the_command_line_imports_with_a_progress_bar_and_an_errors_file(t
     assert code == 0
     code, _, err = await cli("dnc", "add", "12345")
     assert code == 2 and "E.164" in err
+
+
+async def test_an_import_stopped_midway_keeps_whole_groups_and_hands_the_database_back_as_it_was(tmp_path):
+    """SQLite imports write on a connection of their own (a larger page cache, the WAL checkpointed
+    less often). Cancelled while its next group waits for the writer another operation holds:
+    that group still goes in whole, the import's WAL is checkpointed, its
+    connection goes (so no pooled connection keeps its settings), and the next writer writes."""
+    database = Database(f"sqlite+aiosqlite:///{tmp_path}/stopped.db")
+    await database.migrate()
+    campaign = Campaign(id="c3", name="stopped", settings=CampaignSettings(timezone="UTC").model_dump(mode="json"))
+    await add_campaign(database, campaign)
+    path = tmp_path / "contacts.csv"
+    numbers = random.Random(5).sample(range(2_000_000, 9_999_999), 40_000)
+    path.write_text("phone\n" + "".join(f"+1212{n}\n" for n in numbers))
+    other = await database.engine.connect()  # as a server holds (else closing the import's checkpoints)
+    await other.exec_driver_sql("SELECT 1")
+    first_group_stored = asyncio.Event()
+    importing = asyncio.ensure_future(
+        ContactImport(database, campaign, path, now=utcnow(), on_progress=lambda _: first_group_stored.set()).run()
+    )
+
+    @uninterrupted
+    async def hold_the_writer() -> None:  # the import's next group waits for it
+        async with database.write():
+            await asyncio.sleep(0.5)
+
+    await asyncio.wait_for(first_group_stored.wait(), timeout=60)
+    holding = asyncio.ensure_future(hold_the_writer())
+    await asyncio.sleep(0.25)
+    importing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(importing, timeout=60)
+    await holding
+
+    # Every row the import committed is in the database file itself, not left in the WAL.
+    copy = tmp_path / "copy.db"
+    copy.write_bytes((tmp_path / "stopped.db").read_bytes())
+    with closing(sqlite3.connect(copy)) as checkpointed:
+        in_file = checkpointed.execute("SELECT count(*) FROM contacts").fetchone()[0]
+    pooled = [await database.engine.connect() for _ in range(database.engine.pool.checkedin())]
+    cache_sizes = [(await c.exec_driver_sql("PRAGMA cache_size")).scalar() for c in pooled]
+    for c in (*pooled, other):
+        await c.close()
+
+    @uninterrupted
+    async def count_and_write() -> int:
+        async with database.write() as session:
+            session.add(Campaign(id="c4", name="after", settings=CampaignSettings(timezone="UTC").model_dump(mode="json")))
+            return await session.scalar(select(func.count()).select_from(Contact).where(Contact.campaign_id == "c3"))
+
+    count = await asyncio.wait_for(count_and_write(), timeout=30)
+    assert count in (10_000, 20_000, 30_000) and in_file == count  # whole transactions of 10,000 rows
+    assert cache_sizes and set(cache_sizes) == {-2000}  # SQLite's default: the import's connection is gone
+    await database.close()
