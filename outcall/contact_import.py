@@ -192,13 +192,15 @@ class ContactImport:
     async def _insert_in(self, connection: AsyncConnection, rows: list[ContactRow]) -> tuple[set[str], set[str]]:
         """SQLite: BATCH_ROWS at a time, the numbers on the do-not-call list looked up and the rest
         inserted by one multi-row INSERT. As on PostgreSQL, numbers already in the campaign are
-        left to its unique index while none has been met (the INSERT runs in a savepoint); from
-        the first one on, they are looked up before each INSERT. (SQLite has one writer at a time,
-        so a number found new is still new when it is written.) An `ON CONFLICT DO NOTHING
-        RETURNING phone` would say which rows went in, but the driver fetches each returned row
-        with a step of its own, each giving up the interpreter's lock and waiting to take it back
-        from the thread checking the next rows. Returns (the numbers on the do-not-call list, the
-        numbers inserted)."""
+        left to its unique index while none has been met; from the first one on, they are looked
+        up before each INSERT. (SQLite has one writer at a time, so a number found new is still
+        new when it is written.) The INSERT that meets one is undone by SQLite alone and the
+        transaction goes on; a savepoint around it cost a quarter of the rate, as SQLite copies
+        each page it touches into a sub-journal. An `ON CONFLICT DO NOTHING RETURNING phone`
+        would say which rows went in, but the driver fetches each returned row with a step of its
+        own, each giving up the interpreter's lock and waiting to take it back from the thread
+        checking the next rows. Returns (the numbers on the do-not-call list, the numbers
+        inserted)."""
         blocked: set[str] = set()
         inserted: set[str] = set()
         for start in range(0, len(rows), BATCH_ROWS):
@@ -206,7 +208,9 @@ class ContactImport:
             phones = [row.phone for row in chunk]
             blocked |= await _phones_in(connection, "SELECT phone FROM do_not_call WHERE phone IN ({})", phones)
             new = [row for row in chunk if row.phone not in blocked]
-            if new and self._all_new_so_far:
+            if not new:
+                continue
+            if self._all_new_so_far:
                 try:
                     await self._insert(connection, new)
                     inserted.update(row.phone for row in new)

@@ -198,8 +198,8 @@ async def test_the_command_line_imports_with_a_progress_bar_and_an_errors_file(t
 async def test_an_import_stopped_midway_keeps_whole_groups_and_hands_the_database_back_as_it_was(tmp_path):
     """SQLite imports write on a connection of their own (a larger page cache, the WAL checkpointed
     less often). Cancelled while its next group waits for the writer another operation holds:
-    that group still goes in whole, the import's WAL is checkpointed, its
-    connection goes (so no pooled connection keeps its settings), and the next writer writes."""
+    that group still goes in whole, the import's WAL is checkpointed, its connection goes (so no
+    pooled connection keeps its settings), and the next writer writes."""
     database = Database(f"sqlite+aiosqlite:///{tmp_path}/stopped.db")
     await database.migrate()
     campaign = Campaign(id="c3", name="stopped", settings=CampaignSettings(timezone="UTC").model_dump(mode="json"))
